@@ -1,0 +1,60 @@
+"""Typed description of a target: which base image, which persona, which systemd."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class BaseRecipe:
+    """A Debian-based reference root: one per systemd version."""
+
+    name: str  # e.g. "trixie"
+    suite: str  # Debian suite given to mmdebstrap, e.g. "trixie"
+    systemd_version: int  # major version the suite ships, e.g. 257
+    packages: tuple[str, ...]
+    extra_suites: tuple[str, ...] = ()  # e.g. ("bookworm-backports",) for pinned packages
+    backports_packages: tuple[str, ...] = ()  # installed from the first extra suite
+
+
+@dataclass(frozen=True)
+class Persona:
+    """A distribution's conventions applied to a reference image (not the distribution)."""
+
+    name: str  # "flatcar", "fcos", "kairos"
+    title: str  # human name, e.g. "Flatcar Container Linux"
+    os_release: dict[str, str]  # /usr/lib/os-release fields as that distribution has them
+    default_user: str  # "core", "kairos"
+    extension_dir: str  # where this distribution's users put sysext images by default
+    extension_dirs: tuple[str, ...] = ()  # every directory the distribution uses for extensions
+    provisioning: str = "ignition"  # "ignition" or "cloud-config"
+    ignition_fw_cfg_name: str | None = None  # e.g. "opt/org.flatcar-linux/config"
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class Target:
+    """An OS image plus what is needed to boot and drive it. Reference targets are `refos-*`."""
+
+    name: str  # e.g. "refos-257-flatcar"
+    base: BaseRecipe
+    persona: Persona
+    architecture: str = "x86-64"  # systemd's spelling, as in ARCHITECTURE=
+    default: bool = True  # part of the default target set
+    extra_os_release: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def systemd_version(self) -> int:
+        return self.base.systemd_version
+
+    @property
+    def os_release(self) -> dict[str, str]:
+        """The target's /usr/lib/os-release, as the guest will have it."""
+        fields = dict(self.persona.os_release)
+        fields.update(self.extra_os_release)
+        fields["SYSEXT_HARNESS_TARGET"] = self.name
+        return fields
+
+    @property
+    def default_extension_dir(self) -> str:
+        return self.persona.extension_dir
