@@ -1,0 +1,101 @@
+"""Choose the accelerator: KVM only when a probe shows a real guest kernel runs with it.
+
+On some hosts /dev/kvm exists but guests fail ("failed to set MSR") or hang, so the mere
+device proves nothing. The probe boots the target kernel without a root file system for a
+few seconds: if it gets as far as looking for a root (or panicking for lack of one), KVM
+works. The answer is cached per host boot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.paths import cache_dir
+
+# QEMU 7.2 TCG crashes early with the Debian 13 kernel on the default model; this boots.
+TCG_CPU = "qemu64,-cx16"
+PROBE_SECONDS = 12.0
+_KERNEL_RAN = ("VFS: Unable to mount root", "Kernel panic", "Run /init", "Freeing unused")
+
+
+@dataclass(frozen=True)
+class Accel:
+    name: str  # "kvm" or "tcg"
+    args: tuple[str, ...]
+    reason: str = ""
+
+
+def tcg(reason: str = "") -> Accel:
+    return Accel("tcg", ("-accel", "tcg,thread=multi", "-cpu", TCG_CPU), reason)
+
+
+def kvm() -> Accel:
+    return Accel("kvm", ("-accel", "kvm", "-cpu", "host"), "probe guest ran under KVM")
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+def probe_kvm(kernel: Path) -> tuple[bool, str]:
+    """Boot `kernel` under KVM briefly; True if it really executes."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False, "/dev/kvm is not accessible"
+    with tempfile.TemporaryDirectory(prefix="sysext-harness-kvm-probe-") as tmp:
+        console = Path(tmp) / "console.log"
+        argv = [
+            "qemu-system-x86_64", "-accel", "kvm", "-cpu", "host", "-m", "256",
+            "-nodefaults", "-display", "none", "-no-reboot",
+            "-kernel", str(kernel), "-append", "console=ttyS0 panic=-1",
+            "-serial", f"file:{console}",
+        ]
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + PROBE_SECONDS
+            while time.monotonic() < deadline:
+                text = console.read_text(errors="replace") if console.exists() else ""
+                if any(marker in text for marker in _KERNEL_RAN):
+                    return True, "probe kernel ran under KVM"
+                if proc.poll() is not None:
+                    err = (proc.stderr.read() or b"").decode(errors="replace").strip()
+                    return False, f"QEMU with KVM exited: {err.splitlines()[-1] if err else '?'}"
+                time.sleep(0.2)
+            return False, f"probe kernel printed nothing under KVM in {PROBE_SECONDS:.0f}s"
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            if proc.stderr:
+                proc.stderr.close()
+
+
+def choose_accel(kernel: Path) -> Accel:
+    """KVM if it really works here (cached per host boot), else TCG.
+
+    SYSEXT_HARNESS_ACCEL=tcg|kvm overrides the probe.
+    """
+    forced = os.environ.get("SYSEXT_HARNESS_ACCEL")
+    if forced == "tcg":
+        return tcg("forced by SYSEXT_HARNESS_ACCEL")
+    if forced == "kvm":
+        return kvm()
+    cache_file = cache_dir() / "accel.json"
+    try:
+        cached = json.loads(cache_file.read_text())
+        if cached.get("boot_id") == _boot_id():
+            return kvm() if cached["kvm"] else tcg(cached.get("reason", ""))
+    except (OSError, ValueError, KeyError):
+        pass
+    works, reason = probe_kvm(kernel)
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    cache_file.write_text(json.dumps({"boot_id": _boot_id(), "kvm": works, "reason": reason}))
+    return kvm() if works else tcg(reason)

@@ -1,0 +1,146 @@
+"""SSH transport to a guest (paramiko): bounded command execution and file transfer."""
+
+from __future__ import annotations
+
+import io
+import logging
+import shlex
+import socket
+import tarfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+
+from harness.errors import MachineError
+
+log = logging.getLogger(__name__)
+# paramiko logs every refused early connection attempt with a traceback; we retry anyway.
+logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+
+
+@dataclass
+class CommandResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+class _PinnedHostKey(paramiko.MissingHostKeyPolicy):
+    """Accept only the host key the guest printed on its console (when known)."""
+
+    def __init__(self, expected: str | None) -> None:
+        self.expected = expected
+
+    def missing_host_key(self, client, hostname, key) -> None:  # type: ignore[no-untyped-def]
+        if self.expected is None:
+            return
+        got = f"{key.get_name()} {key.get_base64()}"
+        if got != self.expected:
+            raise paramiko.SSHException(
+                f"guest host key {got[:40]}... does not match the key on its console"
+            )
+
+
+class SshConnection:
+    """One authenticated SSH session to a guest, used for commands and copies."""
+
+    def __init__(self, client: paramiko.SSHClient, host: str, port: int, user: str) -> None:
+        self.client = client
+        self.host = host
+        self.port = port
+        self.user = user
+
+    @classmethod
+    def connect(
+        cls,
+        host: str,
+        port: int,
+        key_file: Path,
+        *,
+        user: str = "root",
+        host_key: str | None = None,
+        timeout: float = 10.0,
+    ) -> SshConnection:
+        client = paramiko.SSHClient()
+        client.set_missing_host_key_policy(_PinnedHostKey(host_key))
+        client.connect(
+            host,
+            port=port,
+            username=user,
+            key_filename=str(key_file),
+            look_for_keys=False,
+            allow_agent=False,
+            timeout=timeout,
+            banner_timeout=timeout,
+            auth_timeout=timeout,
+        )
+        transport = client.get_transport()
+        if transport is not None:
+            transport.set_keepalive(5)
+        return cls(client, host, port, user)
+
+    def execute(self, command: str, timeout: float = 120.0, stdin: bytes | None = None
+                ) -> CommandResult:
+        """Run `command` via the login shell; raise MachineError if it outlives `timeout`."""
+        transport = self.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise MachineError("SSH connection is closed")
+        chan = transport.open_session(timeout=timeout)
+        chan.settimeout(1.0)
+        chan.exec_command(command)
+        if stdin is not None:
+            chan.sendall(stdin)
+            chan.shutdown_write()
+        out, err = bytearray(), bytearray()
+        deadline = time.monotonic() + timeout
+        while True:
+            while chan.recv_ready():
+                out += chan.recv(65536)
+            while chan.recv_stderr_ready():
+                err += chan.recv_stderr(65536)
+            if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                break
+            if time.monotonic() > deadline:
+                chan.close()
+                raise MachineError(f"command timed out after {timeout:.0f}s: {command}")
+            try:
+                data = chan.recv(65536)
+                if data:
+                    out += data
+            except socket.timeout:
+                pass
+        status = chan.recv_exit_status()
+        chan.close()
+        return CommandResult(status, out.decode(errors="replace"), err.decode(errors="replace"))
+
+    def put_file(self, local: Path, remote: str) -> None:
+        with self.client.open_sftp() as sftp:
+            sftp.put(str(local), remote)
+            sftp.chmod(remote, local.stat().st_mode & 0o7777)
+
+    def get_file(self, remote: str, local: Path) -> None:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        with self.client.open_sftp() as sftp:
+            sftp.get(remote, str(local))
+
+    def put_tree(self, local: Path, remote: str, timeout: float = 300.0) -> None:
+        """Copy a directory with modes and symlinks kept (a tar stream into `tar -x`)."""
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            tar.add(str(local), arcname=".")
+        res = self.execute(
+            f"mkdir -p {shlex.quote(remote)} && tar -x -p --no-same-owner -C {shlex.quote(remote)} -f -",
+            timeout=timeout,
+            stdin=buf.getvalue(),
+        )
+        if res.exit_code != 0:
+            raise MachineError(f"copying {local} to {remote} failed: {res.stderr.strip()}")
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,304 @@
+"""Builds reference target images from Debian packages, cached by a hash of the recipe.
+
+A base root (one per systemd version) is made once with mmdebstrap and kept as a directory.
+Each target then gets its own small images from it: ``usr-a.img`` (the read-only ``/usr``,
+with the persona's os-release) and ``root.img`` (persistent ``/etc``, ``/var``, ``/opt``),
+plus the kernel and initrd for direct kernel boot. Nothing here mounts anything or uses a
+loop device: ``mkfs.ext4 -d`` copies a directory straight into an image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import HarnessError
+from harness.paths import cache_dir, images_dir
+from harness.run import run
+from harness.targets.model import BaseRecipe, Persona, Target
+
+# Bump when the way images are assembled changes, so caches rebuild.
+BUILDER_VERSION = "3"
+USR_IMAGE_SIZE = "1536M"
+ROOT_IMAGE_SIZE = "2G"
+KERNEL_CMDLINE = "root=LABEL=REFOS-ROOT rw console=ttyS0,115200n8 panic=-1 mitigations=off"
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+# Timers and services that only cost boot time in a short-lived test VM.
+MASKED_UNITS = (
+    "apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_all.timer", "e2scrub_reap.service",
+    "fstrim.timer", "man-db.timer", "dpkg-db-backup.timer", "systemd-networkd-wait-online.service",
+    "getty@tty1.service",
+)
+ENABLED_UNITS = ("systemd-networkd.service", "sysext-harness-ssh-key.service")
+
+Progress = Callable[[str], None]
+
+
+def _stderr(message: str) -> None:
+    print(f"[images] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class TargetImage:
+    """A built target: what the machine layer needs to boot it."""
+
+    target: Target
+    directory: Path
+    root: Path
+    usr_a: Path
+    kernel: Path
+    initrd: Path
+    cmdline: str
+    digest: str
+
+
+def _hash_tree(h: hashlib._Hash, root: Path) -> None:
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        h.update(f"{rel}\0{path.lstat().st_mode:o}\0".encode())
+        if path.is_file() and not path.is_symlink():
+            h.update(path.read_bytes())
+        elif path.is_symlink():
+            h.update(os.readlink(path).encode())
+
+
+def base_digest(base: BaseRecipe) -> str:
+    h = hashlib.sha256(f"builder={BUILDER_VERSION}\n".encode())
+    h.update(json.dumps(base.__dict__, sort_keys=True, default=list).encode())
+    h.update(json.dumps([KERNEL_CMDLINE, MASKED_UNITS, ENABLED_UNITS]).encode())
+    _hash_tree(h, images_dir() / "overlay")
+    return h.hexdigest()
+
+
+def target_digest(target: Target) -> str:
+    h = hashlib.sha256(base_digest(target.base).encode())
+    h.update(json.dumps(target.persona.__dict__, sort_keys=True, default=list).encode())
+    h.update(json.dumps(target.os_release, sort_keys=True).encode())
+    h.update(f"{USR_IMAGE_SIZE} {ROOT_IMAGE_SIZE}".encode())
+    return h.hexdigest()
+
+
+def debian_mirror() -> str:
+    """The Debian mirror the host's apt uses, so image builds go where apt already goes."""
+    env = os.environ.get("SYSEXT_HARNESS_MIRROR")
+    if env:
+        return env
+    candidates: list[str] = []
+    sources = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
+    for path in sources:
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        candidates += re.findall(r"^URIs:\s*(\S+)", text, re.M)
+        candidates += re.findall(r"^deb\s+(?:\[[^\]]*\]\s+)?(\S+)", text, re.M)
+    for uri in candidates:
+        if uri.rstrip("/").endswith("/debian"):
+            return uri.rstrip("/")
+    return DEFAULT_MIRROR
+
+
+@contextlib.contextmanager
+def _build_lock() -> Iterator[None]:
+    """One build at a time per cache, also across concurrent harness processes."""
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    with open(cache_dir() / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _check_root() -> None:
+    if os.geteuid() != 0:
+        raise HarnessError("building reference images needs root (mmdebstrap, file ownership)")
+
+
+def _customize_root(tree: Path) -> None:
+    """Shape a plain Debian root like an image-based system the harness can drive."""
+    overlay = images_dir() / "overlay"
+    for src in sorted(overlay.rglob("*")):
+        dest = tree / src.relative_to(overlay)
+        if src.is_dir():
+            dest.mkdir(parents=True, exist_ok=True)
+        else:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest)
+    run(["systemctl", f"--root={tree}", "enable", *ENABLED_UNITS])
+    run(["systemctl", f"--root={tree}", "mask", *MASKED_UNITS])
+    for key in (tree / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()  # generated at first boot: every machine gets its own
+    for junk in ("var/lib/apt/lists", "var/cache/apt", "var/cache/man"):
+        shutil.rmtree(tree / junk, ignore_errors=True)
+        (tree / junk).mkdir(parents=True, exist_ok=True)
+    (tree / "etc/sysext-harness").mkdir(exist_ok=True)
+
+
+def ensure_base_root(base: BaseRecipe, progress: Progress = _stderr) -> Path:
+    """The cached Debian root for `base`, built with mmdebstrap if the recipe changed."""
+    digest = base_digest(base)
+    roots = cache_dir() / "roots"
+    dest = roots / f"{base.name}-{digest[:16]}"
+    if (dest / ".complete").exists():
+        return dest
+    _check_root()
+    with _build_lock():
+        if (dest / ".complete").exists():
+            return dest
+        roots.mkdir(parents=True, exist_ok=True)
+        tmp = roots / f".{base.name}-building"
+        shutil.rmtree(tmp, ignore_errors=True)
+        mirror = debian_mirror()
+        progress(f"building Debian {base.suite} root (systemd {base.systemd_version}) "
+                 f"with mmdebstrap from {mirror} ...")
+        started = time.monotonic()
+        sources = [f"deb {mirror} {base.suite} main"]
+        sources += [f"deb {mirror} {suite} main" for suite in base.extra_suites]
+        argv = ["mmdebstrap", "--variant=apt", "--include=" + ",".join(base.packages)]
+        if base.backports_packages and base.extra_suites:
+            argv.append(f"--customize-hook=chroot \"$1\" apt-get install -y -t "
+                        f"{base.extra_suites[0]} {' '.join(base.backports_packages)}")
+        log_path = roots / f"{base.name}.build.log"
+        proc = run([*argv, base.suite, tmp, *sources], check=False, timeout=1800)
+        log_path.write_bytes((proc.stdout or b"") + (proc.stderr or b""))
+        if proc.returncode != 0:
+            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-25:])
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise HarnessError(f"mmdebstrap failed for {base.name} (log: {log_path}):\n{tail}")
+        _customize_root(tmp)
+        (tmp / ".complete").write_text(digest + "\n")
+        for stale in roots.glob(f"{base.name}-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp.rename(dest)
+        progress(f"root {base.name} ready in {time.monotonic() - started:.1f} s")
+    return dest
+
+
+def _os_release_text(fields: dict[str, str]) -> str:
+    lines = []
+    for key, value in fields.items():
+        if re.fullmatch(r"[A-Za-z0-9._:/+-]+", value):
+            lines.append(f"{key}={value}")
+        else:
+            escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+            lines.append(f'{key}="{escaped}"')
+    return "\n".join(lines) + "\n"
+
+
+def _append_line(path: Path, line: str) -> None:
+    text = path.read_text() if path.exists() else ""
+    if text and not text.endswith("\n"):
+        text += "\n"
+    path.write_text(text + line + "\n")
+
+
+def _add_user(rootfs: Path, user: str, uid: int = 1000) -> None:
+    """Add the persona's default user by editing the account files (no chroot needed)."""
+    etc = rootfs / "etc"
+    if re.search(rf"^{re.escape(user)}:", (etc / "passwd").read_text(), re.M):
+        return
+    _append_line(etc / "passwd", f"{user}:x:{uid}:{uid}:{user}:/home/{user}:/bin/bash")
+    _append_line(etc / "shadow", f"{user}:*:20000:0:99999:7:::")
+    _append_line(etc / "group", f"{user}:x:{uid}:")
+    _append_line(etc / "gshadow", f"{user}:!::")
+    (etc / "sudoers.d").mkdir(exist_ok=True)
+    sudoers = etc / "sudoers.d/90-persona-user"
+    sudoers.write_text(f"{user} ALL=(ALL) NOPASSWD:ALL\n")
+    sudoers.chmod(0o440)
+    home = rootfs / "home" / user
+    home.mkdir(parents=True, exist_ok=True)
+    os.chown(home, uid, uid)
+    home.chmod(0o755)
+
+
+def _apply_persona(rootfs: Path, target: Target) -> None:
+    persona: Persona = target.persona
+    _add_user(rootfs, persona.default_user)
+    (rootfs / "etc/sysext-harness/persona.env").write_text(
+        f"PERSONA={persona.name}\nDEFAULT_USER={persona.default_user}\nTARGET={target.name}\n")
+    (rootfs / "etc/hostname").write_text(target.name + "\n")
+    for directory in (persona.extension_dir, *persona.extension_dirs):
+        if directory.startswith(("/usr", "/run")):
+            continue  # /usr is read-only and built separately; /run is created at boot
+        (rootfs / directory.lstrip("/")).mkdir(parents=True, exist_ok=True)
+
+
+def _newest(boot: Path, prefix: str) -> Path:
+    found = sorted(boot.glob(prefix + "*"))
+    if not found:
+        raise HarnessError(f"no {prefix}* in {boot}: the root has no kernel")
+    return found[-1]
+
+
+def ensure_target_image(target: Target, progress: Progress = _stderr) -> TargetImage:
+    """Build (or reuse) the images of one target."""
+    digest = target_digest(target)
+    dest = cache_dir() / "images" / f"{target.name}-{digest[:16]}"
+    if not (dest / "manifest.json").exists():
+        tree = ensure_base_root(target.base, progress)
+        _check_root()
+        with _build_lock():
+            if not (dest / "manifest.json").exists():
+                _build_target_image(target, tree, dest, digest, progress)
+    manifest = json.loads((dest / "manifest.json").read_text())
+    return TargetImage(target=target, directory=dest, root=dest / "root.img",
+                       usr_a=dest / "usr-a.img", kernel=dest / "vmlinuz",
+                       initrd=dest / "initrd.img", cmdline=manifest["cmdline"], digest=digest)
+
+
+def _build_target_image(target: Target, tree: Path, dest: Path, digest: str,
+                        progress: Progress) -> None:
+    started = time.monotonic()
+    progress(f"assembling {target.name} images ...")
+    tmp = dest.parent / f".{dest.name}-building"
+    shutil.rmtree(tmp, ignore_errors=True)
+    rootfs = tmp / "rootfs"
+    rootfs.mkdir(parents=True)
+    for entry in sorted(tree.iterdir()):
+        if entry.name in ("usr", "boot", ".complete"):
+            continue
+        run(["cp", "-a", entry, rootfs / entry.name])
+    (rootfs / "usr").mkdir()
+    (rootfs / "boot").mkdir()
+    _apply_persona(rootfs, target)
+
+    os_release = tree / "usr/lib/os-release"
+    original = os_release.read_bytes()
+    os_release.unlink()  # Debian ships it as a regular file; replace it only while copying
+    try:
+        os_release.write_text(_os_release_text(target.os_release))
+        run(["mkfs.ext4", "-q", "-F", "-L", "USR-A", "-d", tree / "usr",
+             tmp / "usr-a.img", USR_IMAGE_SIZE])
+    finally:
+        os_release.write_bytes(original)
+    run(["mkfs.ext4", "-q", "-F", "-L", "REFOS-ROOT", "-d", rootfs, tmp / "root.img",
+         ROOT_IMAGE_SIZE])
+    shutil.rmtree(rootfs)
+    shutil.copy2(_newest(tree / "boot", "vmlinuz-"), tmp / "vmlinuz")
+    shutil.copy2(_newest(tree / "boot", "initrd.img-"), tmp / "initrd.img")
+    for image in ("usr-a.img", "root.img"):
+        (tmp / image).chmod(0o444)  # bases are never written: machines use overlays
+    manifest = {
+        "target": target.name,
+        "digest": digest,
+        "systemd_version": target.systemd_version,
+        "persona": target.persona.name,
+        "suite": target.base.suite,
+        "os_release": target.os_release,
+        "cmdline": KERNEL_CMDLINE,
+        "kernel": _newest(tree / "boot", "vmlinuz-").name,
+        "build_seconds": round(time.monotonic() - started, 2),
+    }
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    for stale in dest.parent.glob(f"{target.name}-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp.rename(dest)
+    progress(f"{target.name} ready in {time.monotonic() - started:.1f} s")

@@ -1,0 +1,105 @@
+"""Loads base recipes and personas from images/ and names the targets they make."""
+
+from __future__ import annotations
+
+import fnmatch
+from functools import cache
+from pathlib import Path
+
+import yaml
+
+from harness.errors import ConfigError
+from harness.paths import images_dir
+from harness.targets.model import BaseRecipe, Persona, Target
+
+_PERSONA_KEYS = {
+    "name", "title", "default_user", "provisioning", "ignition_fw_cfg_name",
+    "extension_dir", "extension_dirs", "os_release", "notes",
+}
+_BASE_KEYS = {"name", "suite", "systemd_version", "packages", "extra_suites", "backports_packages"}
+
+
+def _load_yaml(path: Path, allowed: set[str]) -> dict:
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict):
+        raise ConfigError("expected a mapping", file=path)
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ConfigError("unknown key", file=path, key=unknown[0], allowed=sorted(allowed))
+    return data
+
+
+def load_base(path: Path) -> BaseRecipe:
+    d = _load_yaml(path, _BASE_KEYS)
+    return BaseRecipe(
+        name=d["name"],
+        suite=d["suite"],
+        systemd_version=int(d["systemd_version"]),
+        packages=tuple(d["packages"]),
+        extra_suites=tuple(d.get("extra_suites", ())),
+        backports_packages=tuple(d.get("backports_packages", ())),
+    )
+
+
+def load_persona(path: Path) -> Persona:
+    d = _load_yaml(path, _PERSONA_KEYS)
+    return Persona(
+        name=d["name"],
+        title=d["title"],
+        os_release={str(k): str(v) for k, v in d["os_release"].items()},
+        default_user=d["default_user"],
+        extension_dir=d["extension_dir"],
+        extension_dirs=tuple(d.get("extension_dirs", ())),
+        provisioning=d.get("provisioning", "ignition"),
+        ignition_fw_cfg_name=d.get("ignition_fw_cfg_name"),
+        notes=d.get("notes", ""),
+    )
+
+
+@cache
+def bases() -> tuple[BaseRecipe, ...]:
+    found = [load_base(p) for p in sorted((images_dir() / "bases").glob("*.yaml"))]
+    return tuple(sorted(found, key=lambda b: b.systemd_version))
+
+
+@cache
+def personas() -> tuple[Persona, ...]:
+    return tuple(load_persona(p) for p in sorted((images_dir() / "personas").glob("*.yaml")))
+
+
+@cache
+def all_targets() -> tuple[Target, ...]:
+    """Every reference target: one per (systemd version, persona), newest systemd first."""
+    out = []
+    for base in sorted(bases(), key=lambda b: -b.systemd_version):
+        for persona in personas():
+            out.append(Target(name=f"refos-{base.systemd_version}-{persona.name}",
+                              base=base, persona=persona))
+    return tuple(out)
+
+
+def persona_names() -> list[str]:
+    return [p.name for p in personas()]
+
+
+def get_target(name: str) -> Target:
+    for t in all_targets():
+        if t.name == name:
+            return t
+    raise ConfigError("unknown target", key="target", value=name,
+                      allowed=[t.name for t in all_targets()])
+
+
+def select_targets(patterns: list[str] | None) -> list[Target]:
+    """Targets matching any of the comma-separated glob patterns; all defaults when None."""
+    if not patterns:
+        return [t for t in all_targets() if t.default]
+    wanted: list[Target] = []
+    for raw in patterns:
+        for pattern in filter(None, (p.strip() for p in raw.split(","))):
+            hits = [t for t in all_targets() if fnmatch.fnmatchcase(t.name, pattern)]
+            if not hits:
+                raise ConfigError("no target matches", key="--target", value=pattern,
+                                  allowed=[t.name for t in all_targets()])
+            wanted.extend(t for t in hits if t not in wanted)
+    return wanted
