@@ -1,0 +1,158 @@
+"""Command line: ``sysext-harness targets | images build | sysext build | validate | test``.
+
+Bad input exits 2 with a message naming the file, key and value; failures of real work
+exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from harness.errors import ConfigError, HarnessError
+
+
+def _cmd_targets(args: argparse.Namespace) -> int:
+    from harness.targets.build import target_digest
+    from harness.targets.registry import all_targets
+    from harness.paths import cache_dir
+
+    rows = []
+    for t in all_targets():
+        built = (cache_dir() / "images" / f"{t.name}-{target_digest(t)[:16]}"
+                 / "manifest.json").exists()
+        rows.append({"name": t.name, "systemd": t.systemd_version, "persona": t.persona.name,
+                     "os": f"{t.persona.os_release.get('ID')} "
+                           f"{t.persona.os_release.get('VERSION_ID', '')}".strip(),
+                     "base": f"debian {t.base.suite}", "default": t.default, "built": built})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'TARGET':<20} {'SYSTEMD':<8} {'PERSONA':<8} {'OS-RELEASE':<18} {'BASE':<16} BUILT")
+    for r in rows:
+        print(f"{r['name']:<20} {r['systemd']:<8} {r['persona']:<8} {r['os']:<18} "
+              f"{r['base']:<16} {'yes' if r['built'] else 'no'}")
+    return 0
+
+
+def _cmd_images_build(args: argparse.Namespace) -> int:
+    from harness.targets.build import ensure_target_image
+    from harness.targets.registry import select_targets
+
+    targets = select_targets(args.targets or None)
+    started = time.monotonic()
+    for target in targets:
+        t0 = time.monotonic()
+        image = ensure_target_image(target)
+        print(f"{target.name}: {image.directory} ({time.monotonic() - t0:.1f} s)")
+    print(f"{len(targets)} target(s) ready in {time.monotonic() - started:.1f} s")
+    return 0
+
+
+def _cmd_sysext_build(args: argparse.Namespace) -> int:
+    from harness.extensions.build import build_extension
+    from harness.extensions.spec import load_extension_spec_file
+    from harness.paths import cache_dir
+    from harness.targets.registry import get_target
+
+    spec = load_extension_spec_file(Path(args.spec))
+    target = get_target(args.target)
+    artifact = build_extension(spec, target.os_release, architecture=target.architecture,
+                               cache_dir=cache_dir(), target_label=target.name)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    dest = out / artifact.filename
+    if dest.is_dir() and not dest.is_symlink():
+        shutil.rmtree(dest)
+    elif dest.exists() or dest.is_symlink():
+        dest.unlink()
+    if artifact.path.is_dir():
+        shutil.copytree(artifact.path, dest, symlinks=True)
+    else:
+        shutil.copy2(artifact.path, dest)
+    print(dest)
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from harness.scenario import load_scenario, scenario_files
+
+    paths: list[Path] = []
+    for p in args.paths or ["scenarios"]:
+        path = Path(p)
+        paths.extend(scenario_files(path) if path.is_dir() else [path])
+    errors: list[str] = []
+    for path in paths:
+        try:
+            load_scenario(path)
+        except ConfigError as exc:
+            errors.append(str(exc))
+    for e in errors:
+        print(e, file=sys.stderr)
+    print(f"{len(paths)} scenario file(s), {len(errors)} with errors")
+    return 2 if errors else 0
+
+
+def _cmd_test(args: argparse.Namespace) -> int:
+    import pytest
+
+    argv = list(args.pytest_args) or ["scenarios"]
+    return int(pytest.main(argv))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sysext-harness",
+        description="Boot image-based Linux systems in VMs and check systemd extensions.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("targets", help="list the targets, their systemd and persona")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_targets)
+
+    images = sub.add_parser("images", help="build reference target images")
+    images_sub = images.add_subparsers(dest="images_command", required=True)
+    p = images_sub.add_parser("build", help="build (or reuse cached) target images")
+    p.add_argument("targets", nargs="*", metavar="TARGET",
+                   help="target names or glob patterns (default: all default targets)")
+    p.set_defaults(func=_cmd_images_build)
+
+    sysext = sub.add_parser("sysext", help="extension images")
+    sysext_sub = sysext.add_subparsers(dest="sysext_command", required=True)
+    p = sysext_sub.add_parser("build", help="build an extension from a spec file")
+    p.add_argument("spec", metavar="SPEC.yaml")
+    p.add_argument("-o", "--output", required=True, metavar="DIR")
+    p.add_argument("--target", default="refos-257-flatcar",
+                   help="whose os-release resolves `host` values (default: %(default)s)")
+    p.set_defaults(func=_cmd_sysext_build)
+
+    p = sub.add_parser("validate", help="check scenario files without booting anything")
+    p.add_argument("paths", nargs="*", metavar="PATH")
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("test", help="run scenarios (arguments go to pytest)")
+    p.add_argument("pytest_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_test)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

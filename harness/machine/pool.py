@@ -1,0 +1,119 @@
+"""Boot each target once per run, keep its ready state, and hand out restored machines.
+
+A cold boot under TCG costs ~40 s; restoring the saved state onto a fresh disk overlay costs
+~3 s. Every scenario therefore starts from a restore of the same clean, booted target.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from harness.errors import MachineError
+from harness.machine.accel import Accel, choose_accel
+from harness.machine.keys import SshKey, generate_ssh_key
+from harness.machine.machine import Machine, Snapshot
+from harness.targets.build import TargetImage, ensure_target_image
+from harness.targets.model import Target
+
+READY_TIMEOUT = 300.0
+
+
+def _stderr(message: str) -> None:
+    print(f"[machines] {message}", file=sys.stderr, flush=True)
+
+
+class MachinePool:
+    """Per-run owner of target images, snapshots and running machines."""
+
+    def __init__(self, run_dir: Path, *, progress: Callable[[str], None] = _stderr,
+                 artifacts: Path | None = None) -> None:
+        self.run_dir = run_dir
+        self.progress = progress
+        self.artifacts = artifacts
+        self.key: SshKey = generate_ssh_key(run_dir / "ssh")
+        self.snapshots: dict[str, Snapshot] = {}
+        self.boot_seconds: dict[str, float] = {}
+        self.snapshot_seconds: dict[str, float] = {}
+        self._accel: Accel | None = None
+        self._live: list[Machine] = []
+        self._counter = itertools.count(1)
+
+    def image(self, target: Target) -> TargetImage:
+        return ensure_target_image(target, progress=lambda m: self.progress(m))
+
+    def accel(self, image: TargetImage) -> Accel:
+        if self._accel is None:
+            self._accel = choose_accel(image.kernel)
+            self.progress(f"accelerator: {self._accel.name} ({self._accel.reason})")
+        return self._accel
+
+    def snapshot(self, target: Target) -> Snapshot:
+        """The ready state of `target`, cold-booting it the first time it is asked for."""
+        if target.name in self.snapshots:
+            return self.snapshots[target.name]
+        image = self.image(target)
+        workdir = self.run_dir / f"boot-{target.name}"
+        machine = Machine(image, workdir, self.key, self.accel(image), logger=self.progress)
+        self._live.append(machine)
+        try:
+            seconds = machine.boot()
+            self.boot_seconds[target.name] = seconds
+            self.progress(f"{target.name}: SSH ready after {seconds:.1f} s cold boot")
+            self._wait_until_settled(machine)
+            started = time.monotonic()
+            snap = machine.snapshot(self.run_dir / f"snapshot-{target.name}")
+            self.snapshot_seconds[target.name] = time.monotonic() - started
+        finally:
+            if self.artifacts is not None:
+                self.artifacts.mkdir(parents=True, exist_ok=True)
+                if machine.console_path.exists():
+                    shutil.copy(machine.console_path,
+                                self.artifacts / f"cold-boot-{target.name}.console.log")
+            machine.shutdown()
+            self._live.remove(machine)
+        self.snapshots[target.name] = snap
+        return snap
+
+    def _wait_until_settled(self, machine: Machine) -> None:
+        """Snapshot only a finished boot, and refuse a target whose own units fail."""
+        res = machine.execute("systemctl is-system-running --wait", timeout=READY_TIMEOUT)
+        state = res.stdout.strip()
+        if state != "running":
+            failed = machine.execute("systemctl --failed --no-legend --plain").stdout.strip()
+            raise MachineError(f"{machine.name}: booted into state {state!r}; "
+                               f"failed units:\n{failed or '(none listed)'}")
+
+    def start(self, target: Target, workdir: Path,
+              logger: Callable[[str], None] | None = None) -> Machine:
+        """A fresh machine of `target`, restored from its snapshot."""
+        snap = self.snapshot(target)
+        started = time.monotonic()
+        machine = Machine.restore(snap, workdir, self.key, logger=logger or self.progress)
+        machine.log(f"restored from snapshot in {time.monotonic() - started:.1f} s")
+        self._live.append(machine)
+        return machine
+
+    def stop(self, machine: Machine) -> None:
+        machine.shutdown()
+        if machine in self._live:
+            self._live.remove(machine)
+        shutil.rmtree(machine.workdir, ignore_errors=True)
+
+    def release(self, target: Target) -> None:
+        """Drop a target's snapshot once no more scenarios need it (saves disk)."""
+        snap = self.snapshots.pop(target.name, None)
+        if snap is not None:
+            shutil.rmtree(snap.disk.parent, ignore_errors=True)
+
+    def workdir(self, label: str) -> Path:
+        return self.run_dir / f"m{next(self._counter):03d}-{label}"
+
+    def close(self) -> None:
+        for machine in list(self._live):
+            machine.shutdown()
+        self._live.clear()

@@ -1,0 +1,423 @@
+"""Typed, validated form of a scenario file.
+
+Everything here is produced by `harness.scenario.loader` after full validation, so the
+runner never has to second-guess its input: paths are absolute where they must be,
+version constraints parse, and `by_systemd` choices are already type-checked.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import posixpath
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Protocol
+
+from harness import versions
+
+if TYPE_CHECKING:
+    from harness.extensions.spec import ExtensionSpec
+
+# Personas the reference targets can wear; `applies_to.personas` / `when.personas` must
+# name one of these so a typo does not silently disable a scenario everywhere.
+KNOWN_PERSONAS: tuple[str, ...] = ("flatcar", "fcos", "kairos")
+
+DEFAULT_TIMEOUT: float = 120.0
+
+
+class _PersonaLike(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+class TargetLike(Protocol):
+    """What scenario code needs from a target (satisfied by `harness.targets.model.Target`)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def systemd_version(self) -> int: ...
+
+    @property
+    def persona(self) -> _PersonaLike: ...
+
+
+# --------------------------------------------------------------------------- conditions
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A conjunction of target properties; an unset part always holds.
+
+    Used for `when:` on steps; `AppliesTo` adds the scenario-level wording.
+    """
+
+    systemd: str | None = None  # harness.versions constraint, e.g. ">=254"
+    personas: tuple[str, ...] = ()  # empty: any persona
+    targets: tuple[str, ...] = ()  # fnmatch patterns on target names; empty: any target
+    reason: str | None = None  # shown instead of the generated description when unmet
+
+    @property
+    def is_empty(self) -> bool:
+        return self.systemd is None and not self.personas and not self.targets
+
+    def unmet(self, target: TargetLike) -> list[str]:
+        """Descriptions of every part that does not hold for `target` (empty: it holds)."""
+        problems: list[str] = []
+        if self.systemd is not None and not versions.matches(
+            self.systemd, target.systemd_version
+        ):
+            problems.append(f"needs systemd {self.systemd}, target has {target.systemd_version}")
+        if self.personas and target.persona.name not in self.personas:
+            problems.append(
+                f"needs persona {' or '.join(self.personas)}, target has {target.persona.name}"
+            )
+        if self.targets and not any(fnmatch.fnmatchcase(target.name, p) for p in self.targets):
+            problems.append(
+                f"target {target.name} matches none of {', '.join(self.targets)}"
+            )
+        return problems
+
+    def holds(self, target: TargetLike) -> tuple[bool, str]:
+        """(True, "") when every part holds, else (False, why) for logs and skip reasons."""
+        problems = self.unmet(target)
+        if not problems:
+            return True, ""
+        return False, self.reason or "; ".join(problems)
+
+
+@dataclass(frozen=True)
+class AppliesTo(Condition):
+    """Which targets a scenario is meant for; omitted in YAML means every target."""
+
+    def applies(self, target: TargetLike) -> tuple[bool, str]:
+        """(True, "") or (False, reason): the reason is what a skipped test shows."""
+        return self.holds(target)
+
+
+# ------------------------------------------------------------------- version-dependence
+
+
+class NoVersionMatch(LookupError):
+    """A `by_systemd` value has no entry for a version and no `default`."""
+
+    def __init__(self, key: str, version: int, constraints: tuple[str, ...]) -> None:
+        self.key = key
+        self.version = version
+        self.constraints = constraints
+        super().__init__(
+            f"{key}: no by_systemd entry matches systemd {version} "
+            f"(entries: {', '.join(constraints)}) and there is no default"
+        )
+
+
+_NO_DEFAULT: Any = object()
+
+
+@dataclass(frozen=True)
+class BySystemd:
+    """A value that depends on the target's systemd version: first matching entry wins.
+
+    A choice may be None, meaning "do not check this key on those versions".
+    """
+
+    choices: tuple[tuple[str, Any], ...]
+    default: Any = _NO_DEFAULT
+
+    @property
+    def has_default(self) -> bool:
+        return self.default is not _NO_DEFAULT
+
+    def resolve(self, version: int, key: str) -> Any:
+        for constraint, value in self.choices:
+            if versions.matches(constraint, version):
+                return value
+        if self.has_default:
+            return self.default
+        raise NoVersionMatch(key, version, tuple(c for c, _ in self.choices))
+
+
+# ------------------------------------------------------------------------- expectations
+
+# Keys that inspect the output or exit code of the step's own command.
+COMMAND_KEYS: tuple[str, ...] = (
+    "exit",
+    "stdout_contains",
+    "stdout_not_contains",
+    "output_contains",
+    "output_not_contains",
+    "output_matches",
+)
+# Keys that inspect the guest's state; allowed everywhere.
+STATE_KEYS: tuple[str, ...] = (
+    "merged",
+    "merged_into",
+    "files_present",
+    "files_absent",
+    "file_contains",
+    "read_only",
+    "writable",
+    "unit_state",
+)
+EXPECT_KEYS: tuple[str, ...] = COMMAND_KEYS + STATE_KEYS
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """One `expect:` block. Unset keys are None; any value may be a `BySystemd`.
+
+    Call `resolve(version)` to get a block with only concrete values before checking.
+    """
+
+    exit: int | BySystemd | None = None
+    stdout_contains: tuple[str, ...] | BySystemd | None = None
+    stdout_not_contains: tuple[str, ...] | BySystemd | None = None
+    output_contains: tuple[str, ...] | BySystemd | None = None
+    output_not_contains: tuple[str, ...] | BySystemd | None = None
+    output_matches: tuple[str, ...] | BySystemd | None = None  # regexes, re.MULTILINE
+    merged: frozenset[str] | BySystemd | None = None  # exact set merged into /usr
+    merged_into: Mapping[str, frozenset[str]] | BySystemd | None = None
+    files_present: tuple[str, ...] | BySystemd | None = None
+    files_absent: tuple[str, ...] | BySystemd | None = None
+    file_contains: Mapping[str, tuple[str, ...]] | BySystemd | None = None
+    read_only: tuple[str, ...] | BySystemd | None = None
+    writable: tuple[str, ...] | BySystemd | None = None
+    unit_state: Mapping[str, str] | BySystemd | None = None
+
+    def items(self) -> list[tuple[str, Any]]:
+        """The keys that are set, in declaration order."""
+        pairs = [(f.name, getattr(self, f.name)) for f in fields(self)]
+        return [(name, value) for name, value in pairs if value is not None]
+
+    def resolve(self, version: int, key_prefix: str = "expect") -> Expectation:
+        """The same block with every `BySystemd` replaced by its value for `version`.
+
+        Raises NoVersionMatch (its key is `key_prefix.<key>`) when an entry is missing.
+        """
+        changes = {
+            name: value.resolve(version, f"{key_prefix}.{name}")
+            for name, value in self.items()
+            if isinstance(value, BySystemd)
+        }
+        return replace(self, **changes) if changes else self
+
+    @property
+    def is_versioned(self) -> bool:
+        return any(isinstance(v, BySystemd) for _, v in self.items())
+
+
+# -------------------------------------------------------------------------------- steps
+
+
+@dataclass(frozen=True, kw_only=True)
+class Step:
+    """Fields every step has. `index` is the 0-based position in `steps:`."""
+
+    index: int
+    name: str | None = None
+    when: Condition | None = None
+    timeout: float = DEFAULT_TIMEOUT
+
+    @property
+    def action(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def summary(self) -> str:
+        """Short description used when the step has no `name:`."""
+        return self.action
+
+    @property
+    def key(self) -> str:
+        """Key path of the step in the file, e.g. `steps[3]`."""
+        return f"steps[{self.index}]"
+
+    @property
+    def label(self) -> str:
+        """How logs and failures name the step: 1-based number plus name or summary."""
+        return f"step {self.index + 1} ({self.name or self.summary})"
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstallStep(Step):
+    """Copy a built extension into the guest."""
+
+    extension: str
+    dir: str | None = None  # None: the target's default extension directory
+    as_name: str | None = None  # None: the artifact's file name
+
+    @property
+    def action(self) -> str:
+        return "install"
+
+    @property
+    def summary(self) -> str:
+        return f"install {self.extension}"
+
+    def destination(self, default_dir: str, default_name: str) -> str:
+        return posixpath.join(self.dir or default_dir, self.as_name or default_name)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SymlinkStep(Step):
+    path: str
+    to: str
+
+    @property
+    def action(self) -> str:
+        return "symlink"
+
+    @property
+    def summary(self) -> str:
+        return f"symlink {self.path} -> {self.to}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RemoveStep(Step):
+    path: str
+
+    @property
+    def action(self) -> str:
+        return "remove"
+
+    @property
+    def summary(self) -> str:
+        return f"remove {self.path}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class MkdirStep(Step):
+    path: str
+
+    @property
+    def action(self) -> str:
+        return "mkdir"
+
+    @property
+    def summary(self) -> str:
+        return f"mkdir {self.path}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommandStep(Step):
+    """A step that runs one guest command whose exit code and output can be checked."""
+
+    expect: Expectation | None = None
+
+    @property
+    def command(self) -> str:
+        raise NotImplementedError
+
+
+SYSEXT_VERBS: tuple[str, ...] = ("merge", "unmerge", "refresh")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SysextStep(CommandStep):
+    """`merge`, `unmerge`, `refresh` (verb plus optional args) or `sysext` (args only)."""
+
+    verb: str  # one of SYSEXT_VERBS, or "sysext" for a free invocation
+    args: str = ""
+
+    @property
+    def action(self) -> str:
+        return self.verb
+
+    @property
+    def command(self) -> str:
+        parts = ["systemd-sysext"]
+        if self.verb != "sysext":
+            parts.append(self.verb)
+        if self.args:
+            parts.append(self.args)
+        return " ".join(parts)
+
+    @property
+    def summary(self) -> str:
+        if self.verb == "sysext":
+            return f"sysext {self.args}"
+        return f"{self.verb} {self.args}".rstrip()
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunStep(CommandStep):
+    shell: str
+
+    @property
+    def action(self) -> str:
+        return "run"
+
+    @property
+    def command(self) -> str:
+        return self.shell
+
+    @property
+    def summary(self) -> str:
+        first = self.shell.strip().splitlines()[0] if self.shell.strip() else ""
+        if len(first) > 50 or "\n" in self.shell.strip():
+            first = first[:47] + "..."
+        return f"run: {first}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RebootStep(Step):
+    @property
+    def action(self) -> str:
+        return "reboot"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExpectStep(Step):
+    """A pure check of guest state (no command of its own)."""
+
+    expect: Expectation
+
+    @property
+    def action(self) -> str:
+        return "expect"
+
+
+ACTIONS: tuple[str, ...] = (
+    "install",
+    "symlink",
+    "remove",
+    "mkdir",
+    "merge",
+    "unmerge",
+    "refresh",
+    "sysext",
+    "run",
+    "reboot",
+    "expect",
+)
+COMMAND_ACTIONS: tuple[str, ...] = ("merge", "unmerge", "refresh", "sysext", "run")
+BARE_ACTIONS: tuple[str, ...] = ("merge", "unmerge", "refresh", "reboot")
+
+
+# ----------------------------------------------------------------------------- scenario
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One scenario file. `name` is the file stem and is unique within a scenario tree."""
+
+    name: str
+    path: Path
+    description: str
+    applies_to: AppliesTo = field(default_factory=AppliesTo)
+    tags: tuple[str, ...] = ()
+    extensions: Mapping[str, ExtensionSpec] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    steps: tuple[Step, ...] = ()
+
+    def installed_extensions(self) -> tuple[str, ...]:
+        """Extension names some `install` step uses, in first-use order."""
+        seen: dict[str, None] = {}
+        for step in self.steps:
+            if isinstance(step, InstallStep):
+                seen.setdefault(step.extension, None)
+        return tuple(seen)

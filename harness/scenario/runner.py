@@ -1,0 +1,327 @@
+"""Runs a scenario's steps on a machine and checks its expectations.
+
+The runner knows nothing about VMs: it drives anything that satisfies `Machine`, which
+keeps it testable with a scripted fake and keeps `machine/` free of scenario knowledge.
+Failures of the system under test raise AssertionFailed; failures of the harness's own
+set-up actions (install, symlink, remove, mkdir) raise HarnessError, so a report can
+tell "systemd misbehaved" from "the test could not be set up".
+"""
+
+from __future__ import annotations
+
+import posixpath
+import shlex
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Protocol
+
+from harness.errors import AssertionFailed, ConfigError, ConfigErrors, HarnessError
+from harness.scenario.expectations import (
+    CommandOutput,
+    Evidence,
+    Failure,
+    Run,
+    check_command,
+    check_state,
+    format_command,
+)
+from harness.scenario.model import (
+    CommandStep,
+    Expectation,
+    ExpectStep,
+    InstallStep,
+    MkdirStep,
+    NoVersionMatch,
+    RebootStep,
+    RemoveStep,
+    Scenario,
+    Step,
+    SymlinkStep,
+    TargetLike,
+)
+
+if TYPE_CHECKING:
+    from harness.extensions.build import Artifact
+
+# Where `install` puts a confext when the step names no `dir:`: the persona's default
+# directory is a sysext directory, which systemd-confext never reads (it has no
+# /etc/confexts); /var/lib/confexts is searched by every confext-capable version.
+DEFAULT_CONFEXT_DIR = "/var/lib/confexts"
+# Written to the step log (only) after a failed expectation.
+DIAGNOSTICS_COMMAND = "systemd-sysext status; systemd-sysext list"
+
+
+class Machine(Protocol):
+    """The slice of `harness.machine` the runner uses."""
+
+    name: str
+
+    def execute(self, command: str, timeout: float = 120) -> CommandOutput: ...
+
+    def succeed(self, command: str, timeout: float = 120) -> str: ...
+
+    def copy_to(self, local: Path, remote: str) -> None: ...
+
+    def reboot(self) -> None: ...
+
+    def log(self, message: str) -> None: ...
+
+
+class RunnerTarget(TargetLike, Protocol):
+    @property
+    def default_extension_dir(self) -> str: ...
+
+
+# ------------------------------------------------------------------------ preparation
+
+
+def resolve_expectations(scenario: Scenario, target: TargetLike) -> dict[int, Expectation]:
+    """Every `expect` block of the steps that run on `target`, resolved for its systemd.
+
+    Raises ConfigErrors naming scenario file, step key, expectation key and version when
+    a `by_systemd` value has no entry for this target -- before any step runs.
+    """
+    resolved: dict[int, Expectation] = {}
+    errors: list[ConfigError] = []
+    for step in scenario.steps:
+        expect = getattr(step, "expect", None)
+        if expect is None:
+            continue
+        if step.when is not None and not step.when.holds(target)[0]:
+            continue
+        try:
+            resolved[step.index] = expect.resolve(
+                target.systemd_version, f"{step.key}.expect"
+            )
+        except NoVersionMatch as exc:
+            errors.append(ConfigError(
+                f"scenario {scenario.name}, {step.label}: no by_systemd entry matches "
+                f"systemd {exc.version} of target {target.name}, and there is no default",
+                file=scenario.path,
+                key=exc.key,
+                allowed=", ".join(exc.constraints) + ", or add `default:`",
+            ))
+    if errors:
+        raise ConfigErrors(errors)
+    return resolved
+
+
+def _check_artifacts(
+    scenario: Scenario, target: TargetLike, artifacts: Mapping[str, Artifact]
+) -> None:
+    """Fail before the first step if a step that will run has nothing to install."""
+    needed: dict[str, None] = {}
+    for step in scenario.steps:
+        if isinstance(step, InstallStep) and (step.when is None or step.when.holds(target)[0]):
+            needed.setdefault(step.extension, None)
+    missing = [n for n in needed if n not in artifacts]
+    if missing:
+        raise HarnessError(
+            f"scenario {scenario.name}: no built artifact for {', '.join(missing)} "
+            f"(have: {', '.join(sorted(artifacts)) or 'none'})"
+        )
+
+
+# -------------------------------------------------------------------------- step log
+
+
+class _StepLog:
+    """Plain-text transcript of a run: every command, exit code and output, in order.
+
+    Opened for appending, so other writers of the same file (e.g. a machine logger that
+    appends its own lines) interleave with it instead of being overwritten.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self._file = None
+        if path is not None:
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = path.open("a", encoding="utf-8")
+
+    def write(self, text: str) -> None:
+        if self._file is not None:
+            self._file.write(text.rstrip("\n") + "\n")
+            self._file.flush()
+
+    def __enter__(self) -> _StepLog:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+# ---------------------------------------------------------------------------- runner
+
+
+class _Run:
+    def __init__(
+        self,
+        scenario: Scenario,
+        machine: Machine,
+        target: RunnerTarget,
+        artifacts: Mapping[str, Artifact],
+        resolved: Mapping[int, Expectation],
+        log: _StepLog,
+    ) -> None:
+        self.scenario = scenario
+        self.machine = machine
+        self.target = target
+        self.artifacts = artifacts
+        self.resolved = resolved
+        self.log = log
+
+    def guest(self, command: str, timeout: float) -> CommandOutput:
+        """Run a guest command and put it in the step log."""
+        result = self.machine.execute(command, timeout=timeout)
+        self.log.write(
+            format_command(command, result.exit_code, result.stdout, result.stderr, 10**6)
+        )
+        return result
+
+    def setup(self, step: Step, command: str) -> None:
+        """A set-up command: failing is a harness error, not an expectation failure."""
+        result = self.guest(command, step.timeout)
+        if result.exit_code != 0:
+            raise HarnessError(
+                f"{step.label}: set-up command failed on {self.target.name}\n"
+                + format_command(command, result.exit_code, result.stdout, result.stderr)
+            )
+
+    def run_step(self, step: Step) -> None:
+        if isinstance(step, InstallStep):
+            self.install(step)
+        elif isinstance(step, SymlinkStep):
+            path = shlex.quote(step.path)
+            parent = shlex.quote(posixpath.dirname(step.path) or "/")
+            self.setup(
+                step,
+                f"mkdir -p {parent} && rm -rf {path} && ln -s {shlex.quote(step.to)} {path}",
+            )
+        elif isinstance(step, RemoveStep):
+            self.setup(step, f"rm -rf {shlex.quote(step.path)}")
+        elif isinstance(step, MkdirStep):
+            self.setup(step, f"mkdir -p {shlex.quote(step.path)}")
+        elif isinstance(step, RebootStep):
+            self.log.write("(reboot)")
+            self.machine.reboot()
+        elif isinstance(step, CommandStep):
+            command = step.command
+            result = self.guest(command, step.timeout)
+            expect = self.resolved.get(step.index)
+            failures = check_command(expect, result)
+            if expect is not None:
+                failures += check_state(expect, self.probe(step))
+            if failures:
+                raise AssertionFailed(_message(step, failures, Evidence.of(command, result)))
+        elif isinstance(step, ExpectStep):
+            expect = self.resolved[step.index]
+            failures = check_state(expect, self.probe(step))
+            if failures:
+                raise AssertionFailed(_message(step, failures, None))
+        else:  # pragma: no cover - the loader only builds the types above
+            raise HarnessError(f"{step.label}: unsupported step type {type(step).__name__}")
+
+    def probe(self, step: Step) -> Run:
+        """The command runner state checks use: same timeout, same log."""
+
+        def run(command: str) -> CommandOutput:
+            return self.guest(command, step.timeout)
+
+        return run
+
+    def diagnostics(self) -> None:
+        """Best effort: record what systemd-sysext sees, to read next to a failure."""
+        self.log.write("\n== diagnostics after failure")
+        try:
+            self.guest(DIAGNOSTICS_COMMAND, 30)
+        except Exception as exc:  # the machine may be gone; the failure matters more
+            self.log.write(f"(diagnostics failed: {type(exc).__name__}: {exc})")
+
+    def install(self, step: InstallStep) -> None:
+        artifact = self.artifacts[step.extension]
+        spec = self.scenario.extensions.get(step.extension)
+        default_dir = self.target.default_extension_dir
+        if spec is not None and getattr(spec, "type", "sysext") == "confext":
+            default_dir = DEFAULT_CONFEXT_DIR
+        dest = step.destination(default_dir, artifact.filename)
+        # Replace whatever is there: copying a directory onto an existing one would mix trees.
+        self.setup(step, f"rm -rf {shlex.quote(dest)}")
+        self.log.write(f"(copy {artifact.format} {artifact.path} -> {dest})")
+        self.machine.copy_to(Path(artifact.path), dest)
+
+
+def _message(step: Step, failures: list[Failure], command: Evidence | None) -> str:
+    """`step 4 (merge): expected exit 1, got 0` plus the command and its output."""
+    if len(failures) == 1:
+        lines = [f"{step.label}: {failures[0].message}"]
+    else:
+        lines = [f"{step.label}: {len(failures)} expectations failed"]
+        lines += [f"  - {f.message}" for f in failures]
+    if command is not None:
+        lines.append(command.render())
+    shown: set[Evidence] = set()
+    for failure in failures:
+        for ev in failure.evidence:
+            if ev not in shown:
+                shown.add(ev)
+                lines.append(ev.render())
+    return "\n".join(lines)
+
+
+def run_scenario(
+    scenario: Scenario,
+    machine: Machine,
+    target: RunnerTarget,
+    artifacts: Mapping[str, Artifact],
+    log_path: Path | None = None,
+) -> None:
+    """Run every step in order; raise on the first failing step.
+
+    Steps whose `when:` does not hold are logged as skipped. `applies_to` is not checked
+    here: deciding whether to run at all belongs to the caller (it skips, with a reason).
+    """
+    resolved = resolve_expectations(scenario, target)
+    _check_artifacts(scenario, target, artifacts)
+    total = len(scenario.steps)
+    with _StepLog(log_path) as log:
+        log.write(f"# scenario {scenario.name} ({scenario.path})")
+        log.write(f"# {scenario.description}")
+        log.write(
+            f"# target {target.name}: systemd {target.systemd_version}, "
+            f"persona {target.persona.name}, machine {machine.name}"
+        )
+        machine.log(f"scenario {scenario.name}: {scenario.description}")
+        run = _Run(scenario, machine, target, artifacts, resolved, log)
+        for step in scenario.steps:
+            title = f"step {step.index + 1}/{total} ({step.name or step.summary})"
+            if step.when is not None:
+                holds, why = step.when.holds(target)
+                if not holds:
+                    log.write(f"\n== {title}: skipped, {why}")
+                    machine.log(f"{title}: skipped, {why}")
+                    continue
+            log.write(f"\n== {title}")
+            machine.log(title)
+            started = time.monotonic()
+            try:
+                run.run_step(step)
+            except AssertionFailed as exc:
+                log.write(f"-- FAILED after {time.monotonic() - started:.1f}s\n{exc}")
+                if log_path is not None:
+                    run.diagnostics()
+                raise
+            except Exception as exc:
+                log.write(f"-- ERROR after {time.monotonic() - started:.1f}s: "
+                          f"{type(exc).__name__}: {exc}")
+                raise
+            log.write(f"-- ok ({time.monotonic() - started:.1f}s)")
+        log.write(f"\n# scenario {scenario.name} passed")

@@ -1,0 +1,129 @@
+"""One harness run: run directory, machine pool, artifacts, and running one scenario.
+
+Shared by the pytest plugin and the CLI so both do exactly the same thing.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import yaml
+
+from harness.errors import HarnessError
+from harness.extensions.build import Artifact, build_extension
+from harness.machine.machine import Machine
+from harness.machine.pool import MachinePool
+from harness.machine.rundir import RunDir
+from harness.paths import cache_dir
+from harness.scenario import Scenario, run_scenario
+from harness.targets.model import Target
+
+FINAL_STATUS = "systemd-sysext status --json=short"
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+class HarnessSession:
+    """Created lazily: nothing boots until the first scenario or machine is asked for."""
+
+    def __init__(self, artifacts_root: Path) -> None:
+        self.artifacts = artifacts_root / time.strftime("run-%Y%m%d-%H%M%S")
+        self.artifacts.mkdir(parents=True, exist_ok=True)
+        latest = artifacts_root / "latest"
+        if latest.is_symlink() or not latest.exists():
+            latest.unlink(missing_ok=True)
+            latest.symlink_to(self.artifacts.name)
+        self.run_dir = RunDir()
+        self.pool = MachinePool(self.run_dir.path, artifacts=self.artifacts)
+        self.restore_seconds: list[float] = []
+        self.scenario_seconds: dict[str, float] = {}
+        atexit.register(self.close)
+        # SIGTERM (e.g. a CI timeout) unwinds like Ctrl-C, so machines and overlays go away.
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGTERM, _raise_interrupt)
+
+    def close(self) -> None:
+        self.pool.close()
+        self.run_dir.cleanup()
+
+    def build_artifacts(self, scenario: Scenario, target: Target) -> dict[str, Artifact]:
+        return {
+            name: build_extension(spec, target.os_release, architecture=target.architecture,
+                                  cache_dir=cache_dir(), target_label=target.name)
+            for name, spec in scenario.extensions.items()
+        }
+
+    def machine(self, target: Target, label: str, logfile: Path | None = None) -> Machine:
+        """A restored machine for a test; the caller stops it with `pool.stop`."""
+        def logger(line: str) -> None:
+            if logfile is not None:
+                with open(logfile, "a") as f:
+                    f.write(line + "\n")
+
+        started = time.monotonic()
+        self.pool.snapshot(target)  # cold boot (once) is not part of restore time
+        restore_start = time.monotonic()
+        machine = self.pool.start(target, self.pool.workdir(label), logger=logger)
+        self.restore_seconds.append(time.monotonic() - restore_start)
+        machine.log(f"ready {time.monotonic() - started:.1f} s after request")
+        return machine
+
+    def run(self, scenario: Scenario, target: Target) -> Path:
+        """Run one scenario on one target; returns its artifact directory."""
+        out = self.artifacts / scenario.name / target.name
+        out.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        artifacts = self.build_artifacts(scenario, target)
+        self._write_inputs(out, scenario, target, artifacts)
+        machine = self.machine(target, f"{scenario.name}-{target.name}", out / "steps.log")
+        try:
+            run_scenario(scenario, machine, target, artifacts, log_path=out / "steps.log")
+        finally:
+            self._collect(machine, out)
+            self.pool.stop(machine)
+            self.scenario_seconds[f"{scenario.name}::{target.name}"] = (
+                time.monotonic() - started)
+        return out
+
+    def _write_inputs(self, out: Path, scenario: Scenario, target: Target,
+                      artifacts: Mapping[str, Artifact]) -> None:
+        shutil.copy(scenario.path, out / "scenario.yaml")
+        info = {
+            "target": target.name,
+            "systemd_version": target.systemd_version,
+            "persona": target.persona.name,
+            "os_release": target.os_release,
+            "extensions": {
+                name: {"path": str(a.path), "format": a.format, "digest": a.digest}
+                for name, a in artifacts.items()
+            },
+        }
+        (out / "inputs.json").write_text(json.dumps(info, indent=2) + "\n")
+        (out / "os-release.yaml").write_text(yaml.safe_dump(target.os_release, sort_keys=False))
+
+    def _collect(self, machine: Machine, out: Path) -> None:
+        """Keep what a person needs to understand a failure, even when the guest is broken."""
+        try:
+            if machine.ssh is not None:
+                status = machine.execute(FINAL_STATUS, timeout=30)
+                (out / "sysext-status.json").write_text(status.stdout or status.stderr)
+                journal = machine.execute("journalctl -b --no-pager -o short-monotonic",
+                                          timeout=60)
+                (out / "journal.txt").write_text(journal.stdout)
+        except HarnessError as exc:
+            (out / "collect-error.txt").write_text(str(exc))
+        if machine.console_path.exists():
+            shutil.copy(machine.console_path, out / "console.log")
+
+
+def eprint(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
