@@ -17,9 +17,9 @@ from harness.errors import ConfigError, HarnessError
 
 
 def _cmd_targets(args: argparse.Namespace) -> int:
+    from harness.paths import cache_dir
     from harness.targets.build import target_digest
     from harness.targets.registry import all_targets
-    from harness.paths import cache_dir
 
     rows = []
     for t in all_targets():

@@ -84,7 +84,7 @@ class HarnessSession:
         started = time.monotonic()
         artifacts = self.build_artifacts(scenario, target)
         self._write_inputs(out, scenario, target, artifacts)
-        machine = self.machine(target, f"{scenario.name}-{target.name}", out / "steps.log")
+        machine = self.machine(target, f"{scenario.name}-{target.name}", out / "machine.log")
         try:
             run_scenario(scenario, machine, target, artifacts, log_path=out / "steps.log")
         finally:

@@ -7,6 +7,7 @@ is bounded, and a timeout error carries the tail of the serial console.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import shlex
@@ -259,10 +260,8 @@ class Machine:
         """Reboot the guest and wait until it answers again with a new boot id."""
         before = self.boot_id()
         self.log("reboot")
-        try:
+        with contextlib.suppress(MachineError):  # the connection may drop mid-command
             self.execute("systemctl reboot", timeout=10)
-        except MachineError:
-            pass  # the connection may drop before the command returns
         self._close_ssh()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -6,6 +6,7 @@ it, also when that process is killed outright (Ctrl-C twice, a test timeout, SIG
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import signal
@@ -177,14 +178,10 @@ class QemuProcess:
     def quit(self, timeout: float = 10.0) -> None:
         """Stop QEMU: politely over QMP, then by force. Safe to call twice."""
         if self.qmp is not None:
-            try:
+            with contextlib.suppress(Exception):  # QEMU may already be gone
                 self.qmp.cmd("quit")
-            except Exception:  # noqa: BLE001 - QEMU may already be gone
-                pass
-            try:
+            with contextlib.suppress(Exception):
                 self.qmp.close()
-            except Exception:  # noqa: BLE001
-                pass
             self.qmp = None
         if self.proc is not None:
             try:
@@ -197,8 +194,6 @@ class QemuProcess:
             self.proc.kill()
             self.proc.wait()
         if self.qmp is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self.qmp.close()
-            except Exception:  # noqa: BLE001
-                pass
             self.qmp = None

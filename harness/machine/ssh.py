@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import logging
 import shlex
-import socket
 import tarfile
 import time
 from dataclasses import dataclass
@@ -113,7 +112,7 @@ class SshConnection:
                 data = chan.recv(65536)
                 if data:
                     out += data
-            except socket.timeout:
+            except TimeoutError:
                 pass
         status = chan.recv_exit_status()
         chan.close()
@@ -134,8 +133,9 @@ class SshConnection:
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as tar:
             tar.add(str(local), arcname=".")
+        dest = shlex.quote(remote)
         res = self.execute(
-            f"mkdir -p {shlex.quote(remote)} && tar -x -p --no-same-owner -C {shlex.quote(remote)} -f -",
+            f"mkdir -p {dest} && tar -x -p --no-same-owner -C {dest} -f -",
             timeout=timeout,
             stdin=buf.getvalue(),
         )

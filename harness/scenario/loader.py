@@ -44,6 +44,7 @@ from harness.scenario.model import (
     SymlinkStep,
     SysextStep,
 )
+from harness.targets.registry import persona_names
 
 TOP_KEYS: tuple[str, ...] = ("description", "applies_to", "tags", "extensions", "steps")
 APPLIES_TO_KEYS: tuple[str, ...] = ("systemd", "personas", "targets", "reason")
@@ -92,6 +93,15 @@ _INVALID: Any = object()  # returned by validators after they recorded an error
 
 # ---------------------------------------------------------------------------- plumbing
 
+
+
+def known_personas() -> tuple[str, ...]:
+    """Persona names from images/personas (the registry is the source of truth)."""
+    try:
+        names = tuple(persona_names())
+    except OSError:
+        names = ()
+    return names or KNOWN_PERSONAS
 
 class _Ctx:
     """Collects the errors of one file and places each at `file:line` when known."""
@@ -571,9 +581,9 @@ def _parse_condition(
         ok = ok and systemd is not None
 
     def persona_item(c: _Ctx, k: str, v: object) -> str | None:
-        if v in KNOWN_PERSONAS:
+        if v in known_personas():
             return str(v)
-        c.error(k, "unknown persona", v, allowed=KNOWN_PERSONAS)
+        c.error(k, "unknown persona", v, allowed=known_personas())
         return None
 
     personas: Any = ()

@@ -1,0 +1,53 @@
+# sysext-harness: the two commands users need are `make test-scenario` and `make test`.
+# Everything else (`setup`, `images`, `bench`) is run by them when needed.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SETUP_STAMP := $(VENV)/.setup-stamp
+
+# Narrow a run: TARGET=refos-257-flatcar (globs and commas allowed),
+# SCENARIO=merge-squashfs (a -k expression) or SCENARIO=scenarios/merge (a path).
+TARGET ?=
+SCENARIO ?=
+PYTEST_ARGS ?=
+# `make test` boots these (both systemd versions of one persona; the full matrix is
+# `make test-scenario`).
+TEST_TARGETS ?= refos-257-flatcar,refos-252-flatcar
+
+target_args = $(if $(TARGET),--target '$(TARGET)')
+scenario_args = $(if $(SCENARIO),$(if $(wildcard $(SCENARIO)),$(SCENARIO),scenarios -k '$(SCENARIO)'),scenarios)
+
+.PHONY: setup images test-scenario test unit lint bench clean-cache
+
+setup: $(SETUP_STAMP)
+
+$(SETUP_STAMP): pyproject.toml scripts/setup-host.sh
+	./scripts/setup-host.sh
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+images: setup
+	$(BIN)/sysext-harness images build $(TARGET)
+
+test-scenario: setup
+	$(BIN)/pytest $(scenario_args) $(target_args) -p no:cacheprovider $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check .
+
+unit: setup
+	$(BIN)/pytest tests/unit -q -p no:cacheprovider
+
+test: setup lint
+	SYSEXT_HARNESS_TEST_TARGETS='$(TEST_TARGETS)' $(BIN)/pytest tests -p no:cacheprovider \
+	  --target '$(TEST_TARGETS)' $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python -m harness.bench $(if $(TARGET),--target '$(TARGET)')
+
+clean-cache:
+	rm -rf "$${SYSEXT_HARNESS_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/sysext-harness}"

@@ -1,0 +1,145 @@
+"""`make bench`: the figures that matter for speed, measured on this machine.
+
+Prints image build time (cold, in a throw-away cache, and cached), cold boot to SSH-ready,
+snapshot restore to first command, and the default suite's wall time with its average per
+scenario. Results also go to artifacts/bench.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from harness.machine.machine import Machine
+from harness.machine.pool import MachinePool
+from harness.machine.rundir import RunDir
+from harness.paths import cache_dir, project_root
+from harness.targets.build import ensure_target_image
+from harness.targets.registry import get_target
+
+RESTORES = 5
+
+
+def _say(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def bench_image_build(target_name: str) -> dict[str, float]:
+    """Cold build in an empty cache (keeps the real cache intact), then a cached lookup."""
+    with tempfile.TemporaryDirectory(prefix="sysext-harness-bench-", dir=cache_dir().parent
+                                     ) as tmp:
+        env = dict(os.environ, SYSEXT_HARNESS_CACHE=tmp)
+        code = f"from harness.targets.build import ensure_target_image as e; " \
+               f"from harness.targets.registry import get_target as g; e(g({target_name!r}))"
+        started = time.monotonic()
+        subprocess.run([sys.executable, "-c", code], env=env, check=True)
+        cold = time.monotonic() - started
+    ensure_target_image(get_target(target_name))  # make sure the real cache has it
+    started = time.monotonic()
+    ensure_target_image(get_target(target_name))
+    cached = time.monotonic() - started
+    return {"image_build_cold_s": round(cold, 2), "image_build_cached_s": round(cached, 4)}
+
+
+def bench_boot_and_restore(target_name: str) -> dict[str, float]:
+    target = get_target(target_name)
+    run = RunDir()
+    pool = MachinePool(run.path, progress=_say)
+    try:
+        pool.snapshot(target)
+        times = []
+        for i in range(RESTORES):
+            started = time.monotonic()
+            machine: Machine = pool.start(target, pool.workdir(f"bench-{i}"))
+            machine.succeed("true")
+            times.append(time.monotonic() - started)
+            pool.stop(machine)
+        return {
+            "cold_boot_to_ssh_s": round(pool.boot_seconds[target.name], 2),
+            "snapshot_save_s": round(pool.snapshot_seconds[target.name], 2),
+            "restore_to_first_command_s": round(statistics.mean(times), 2),
+            "restore_to_first_command_max_s": round(max(times), 2),
+        }
+    finally:
+        pool.close()
+        run.cleanup()
+
+
+def bench_suite(target_pattern: str | None) -> dict[str, float]:
+    """Run the default scenario suite as `make test-scenario` does and time it."""
+    with tempfile.TemporaryDirectory(prefix="sysext-harness-bench-junit-") as tmp:
+        junit = Path(tmp) / "junit.xml"
+        argv = [sys.executable, "-m", "pytest", "scenarios", "-q", "-p", "no:cacheprovider",
+                f"--junitxml={junit}"]
+        if target_pattern:
+            argv += ["--target", target_pattern]
+        started = time.monotonic()
+        proc = subprocess.run(argv, cwd=project_root())
+        wall = time.monotonic() - started
+        suite = ET.parse(junit).getroot()
+        suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
+        assert suite is not None
+        tests = int(suite.get("tests", 0)) - int(suite.get("skipped", 0))
+        failed = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
+    return {
+        "suite_wall_s": round(wall, 1),
+        "suite_scenario_runs": tests,
+        "suite_failed": failed,
+        "suite_avg_per_scenario_s": round(wall / max(tests, 1), 2),
+        "suite_exit_code": proc.returncode,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness.bench")
+    parser.add_argument("--target", default=None,
+                        help="targets for the suite run (default: every default target)")
+    parser.add_argument("--boot-target", default="refos-257-flatcar")
+    parser.add_argument("--skip-suite", action="store_true")
+    args = parser.parse_args(argv)
+
+    results: dict[str, object] = {"date": time.strftime("%Y-%m-%d %H:%M"),
+                                  "boot_target": args.boot_target, "cpus": os.cpu_count()}
+    _say("image build (cold, in an empty cache; then cached)")
+    results.update(bench_image_build(args.boot_target))
+    _say("cold boot and snapshot restores")
+    results.update(bench_boot_and_restore(args.boot_target))
+    if not args.skip_suite:
+        _say("default scenario suite")
+        results.update(bench_suite(args.target))
+
+    out = project_root() / "artifacts" / "bench.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print()
+    labels = {
+        "image_build_cold_s": "image build, cold (empty cache)",
+        "image_build_cached_s": "image build, cached",
+        "cold_boot_to_ssh_s": "cold boot to SSH-ready",
+        "snapshot_save_s": "snapshot save",
+        "restore_to_first_command_s": f"snapshot restore to first command (mean of {RESTORES})",
+        "restore_to_first_command_max_s": "snapshot restore to first command (max)",
+        "suite_wall_s": "default suite wall time",
+        "suite_scenario_runs": "scenario runs (scenario x target)",
+        "suite_avg_per_scenario_s": "average per scenario run (incl. cold boots)",
+        "suite_failed": "failed",
+    }
+    for key, label in labels.items():
+        if key in results:
+            value = results[key]
+            unit = " s" if key.endswith("_s") else ""
+            print(f"{label:<55} {value}{unit}")
+    print(f"\n(written to {out})")
+    return 0 if results.get("suite_exit_code", 0) == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

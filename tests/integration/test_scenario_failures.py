@@ -1,0 +1,43 @@
+"""A scenario whose expectation does not hold must fail, say why, and keep the evidence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.errors import AssertionFailed
+from harness.scenario import load_scenario
+
+pytestmark = pytest.mark.vm
+
+WRONG = """\
+description: Expects an extension to merge that cannot (its VERSION_ID is not the host's).
+extensions:
+  pinned-elsewhere:
+    release: {ID: host, VERSION_ID: "0.0.0-elsewhere"}
+    files: [{path: /usr/share/pinned/marker, content: "x\\n"}]
+steps:
+  - install: pinned-elsewhere
+  - merge:
+    name: this expectation is wrong on purpose
+    expect:
+      merged: [pinned-elsewhere]
+"""
+
+
+def test_wrong_expectation_fails_with_step_and_evidence(harness, target, tmp_path: Path
+                                                        ) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "wrong-expectation.yaml"
+    path.write_text(WRONG)
+    scenario = load_scenario(path)
+    with pytest.raises(AssertionFailed) as err:
+        harness.run(scenario, target)
+    message = str(err.value)
+    assert "this expectation is wrong on purpose" in message
+    assert "pinned-elsewhere" in message
+    out = harness.artifacts / scenario.name / target.name
+    for name in ("steps.log", "console.log", "journal.txt", "sysext-status.json",
+                 "scenario.yaml", "inputs.json"):
+        assert (out / name).exists(), f"{name} missing from {out}"
+    assert '"extensions":"none"' in (out / "sysext-status.json").read_text().replace(" ", "")
