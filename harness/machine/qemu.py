@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import itertools
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -16,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qemu.qmp import QMPError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from harness.errors import MachineError
@@ -23,6 +26,7 @@ from harness.machine.accel import Accel
 
 log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
+_QMP_IDS = itertools.count(1)
 
 
 def _die_with_parent() -> None:
@@ -76,7 +80,8 @@ class QemuProcess:
         self.workdir = workdir
         self.console = console
         self.incoming = incoming
-        self.qmp_path = workdir / "qmp.sock"
+        # An abstract socket: no path-length limit, nothing left on disk if we are killed.
+        self.qmp_name = f"sysext-harness-qmp-{os.getpid()}-{next(_QMP_IDS)}"
         self.stderr_path = workdir / "qemu.stderr"
         self.ssh_port = 0
         self.proc: subprocess.Popen[bytes] | None = None
@@ -101,7 +106,8 @@ class QemuProcess:
             "-device", "virtio-rng-pci",
             "-chardev", f"file,id=serial0,path={self.console},append=on",
             "-serial", "chardev:serial0",
-            "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
+            "-chardev", f"socket,id=qmp0,path={self.qmp_name},abstract=on,server=on,wait=off",
+            "-mon", "chardev=qmp0,mode=control",
         ]
         for name, path in c.fw_cfg.items():
             args += ["-fw_cfg", f"name={name},file={path}"]
@@ -113,7 +119,6 @@ class QemuProcess:
         """Start QEMU and connect QMP; retries once if the forwarded port was taken."""
         for attempt in range(3):
             self.ssh_port = free_port()
-            self.qmp_path.unlink(missing_ok=True)
             stderr = open(self.stderr_path, "wb")  # noqa: SIM115 - owned by the child
             self.proc = subprocess.Popen(
                 self.argv(), stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr,
@@ -124,14 +129,13 @@ class QemuProcess:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     break
-                if self.qmp_path.exists():
-                    try:
-                        qmp = QEMUMonitorProtocol(str(self.qmp_path))
-                        qmp.connect()
-                        self.qmp = qmp
-                        return
-                    except (OSError, ConnectionError):
-                        pass
+                try:
+                    qmp = QEMUMonitorProtocol("\0" + self.qmp_name)
+                    qmp.connect()
+                    self.qmp = qmp
+                    return
+                except (OSError, ConnectionError, QMPError):
+                    pass
                 time.sleep(0.05)
             err = tail(self.stderr_path, 10)
             self.kill()
