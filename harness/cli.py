@@ -1,4 +1,5 @@
-"""Command line: ``sysext-harness targets | images build | sysext build | validate | test``.
+"""Command line: ``sysext-harness targets | images build | sysext build | config render |
+validate | test``.
 
 Bad input exits 2 with a message naming the file, key and value; failures of real work
 exit 1.
@@ -11,7 +12,9 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from harness.errors import ConfigError, HarnessError
 
@@ -97,6 +100,41 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 2 if errors else 0
 
 
+def _print_warnings(path: Path, warnings: Iterable[Any]) -> None:
+    for warning in warnings:
+        where = f"{path}:{warning.line}" if warning.line else str(path)
+        print(f"warning: {where}: {warning.path}: {warning.message}", file=sys.stderr)
+
+
+def _cmd_config_render(args: argparse.Namespace) -> int:
+    from harness.config.butane import render_butane
+    from harness.config.ignition import to_json
+    from harness.errors import ConfigErrors
+
+    path = Path(args.file)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the Butane file: {exc}", file=path) from None
+    files_dir = Path(args.files_dir) if args.files_dir else None
+    if files_dir is not None and not files_dir.is_dir():
+        raise ConfigError("not a directory", key="--files-dir", value=str(files_dir))
+    try:
+        rendered = render_butane(text, source=path, files_dir=files_dir, strict=args.strict)
+    except ConfigErrors as exc:
+        for err in exc.errors:
+            print(f"error: {err.render()}", file=sys.stderr)
+        _print_warnings(path, getattr(exc, "warnings", ()))
+        print(f"{path}: {len(exc.errors)} problem(s), nothing written", file=sys.stderr)
+        return exc.exit_code
+    _print_warnings(path, rendered.warnings)
+    if args.output:
+        Path(args.output).write_text(to_json(rendered.ignition))
+    else:
+        sys.stdout.write(to_json(rendered.ignition))
+    return 0
+
+
 def _cmd_test(args: argparse.Namespace) -> int:
     import pytest
 
@@ -129,6 +167,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="refos-257-flatcar",
                    help="whose os-release resolves `host` values (default: %(default)s)")
     p.set_defaults(func=_cmd_sysext_build)
+
+    config = sub.add_parser("config", help="provisioning configs (Butane -> Ignition)")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    p = config_sub.add_parser("render", help="translate Butane to Ignition JSON and validate it")
+    p.add_argument("file", metavar="FILE.bu")
+    p.add_argument("-o", "--output", metavar="FILE.ign", help="write here instead of stdout")
+    p.add_argument("--strict", action="store_true", help="fail on warnings too")
+    p.add_argument("--files-dir", metavar="DIR",
+                   help="where `local:`, `contents_local:` and `trees:` paths are looked up")
+    p.set_defaults(func=_cmd_config_render)
 
     p = sub.add_parser("validate", help="check scenario files without booting anything")
     p.add_argument("paths", nargs="*", metavar="PATH")

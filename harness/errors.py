@@ -71,5 +71,15 @@ class MachineError(HarnessError):
     """A VM misbehaved: did not boot, crashed, or a wait ran out. Carries the console tail."""
 
 
+class ProvisioningFailed(MachineError):
+    """First-boot provisioning (Ignition, cloud-config) failed in the guest."""
+
+    def __init__(self, tool: str, reason: str, details: str = "") -> None:
+        self.tool = tool
+        self.reason = reason
+        message = f"{tool} failed in the guest: {reason}"
+        super().__init__(f"{message}\n{details}" if details else message)
+
+
 class AssertionFailed(HarnessError):
     """An expectation about guest state did not hold."""

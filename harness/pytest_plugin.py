@@ -14,12 +14,14 @@ from pathlib import Path
 import pytest
 
 from harness.errors import ConfigError, HarnessError
+from harness.report import Matrix
 from harness.scenario import Scenario, load_scenario
 from harness.targets.model import Target
 from harness.targets.registry import select_targets
 
 _SESSION = pytest.StashKey["object"]()
 _NOT_APPLICABLE = pytest.StashKey[list]()
+_MATRIX = pytest.StashKey[Matrix]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -35,6 +37,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "vm: boots real virtual machines")
     config.addinivalue_line("markers", "scenario: a scenario YAML run on a target")
     config.stash[_NOT_APPLICABLE] = []
+    config.stash[_MATRIX] = Matrix()
 
 
 def selected_targets(config: pytest.Config) -> list[Target]:
@@ -116,12 +119,20 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     """Deselect not-applicable pairs, and group scenario items by target (one snapshot each)."""
     keep: list[pytest.Item] = []
     dropped: list[pytest.Item] = []
+    if any(isinstance(i, ScenarioItem) for i in items):
+        config.stash[_MATRIX].targets = [t.name for t in selected_targets(config)]
     for item in items:
         if isinstance(item, ScenarioItem):
             ok, reason = item.scenario.applies_to.applies(item.target)
+            prov = item.scenario.provisioning
+            if ok and prov is not None and prov.kind != item.target.persona.provisioning:
+                ok, reason = False, (f"provisioned with {prov.kind}; persona "
+                                     f"{item.target.persona.name} takes "
+                                     f"{item.target.persona.provisioning}")
             if not ok:
                 dropped.append(item)
                 config.stash[_NOT_APPLICABLE].append((item.nodeid, reason))
+                config.stash[_MATRIX].add(item.scenario.name, item.target.name, "n/a", reason)
                 continue
         keep.append(item)
     if dropped:
@@ -131,6 +142,27 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     scenario_items = [i for i in keep if isinstance(i, ScenarioItem)]
     scenario_items.sort(key=lambda i: target_order.get(i.target.name, 0))  # stable
     items[:] = others + scenario_items
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Record each scenario item's outcome in the matrix."""
+    item_info = getattr(report, "_sysext_harness", None)
+    if item_info is None:
+        return
+    matrix, scenario, target = item_info
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        outcome = "pass" if report.passed else ("skip" if report.skipped else "fail")
+        detail = "" if report.passed else str(report.longrepr)[:2000]
+        matrix.add(scenario, target, outcome, detail)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    outcome = yield
+    if isinstance(item, ScenarioItem):
+        report = outcome.get_result()
+        report._sysext_harness = (item.config.stash[_MATRIX], item.scenario.name,
+                                  item.target.name)
 
 
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
@@ -154,6 +186,13 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # ty
             for node in nodes:
                 terminalreporter.write_line(f"    {node}")
     session = config.stash.get(_SESSION, None)
+    matrix = config.stash.get(_MATRIX, None)
+    if matrix is not None and matrix.cells:
+        terminalreporter.section("results matrix")
+        terminalreporter.write_line(matrix.text())
+        if session is not None:
+            md, js = matrix.write(session.artifacts)
+            terminalreporter.write_line(f"written to {md} and {js}")
     if session is not None:
         terminalreporter.section("sysext-harness")
         for name, secs in session.pool.boot_seconds.items():

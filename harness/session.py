@@ -16,12 +16,14 @@ from pathlib import Path
 
 import yaml
 
-from harness.errors import HarnessError
+from harness.errors import AssertionFailed, HarnessError, ProvisioningFailed
 from harness.extensions.build import Artifact, build_extension
 from harness.machine.machine import Machine
 from harness.machine.pool import MachinePool
 from harness.machine.rundir import RunDir
 from harness.paths import cache_dir
+from harness.provisioning.http import ArtifactServer
+from harness.provisioning.prepare import prepare_boot, stage_served
 from harness.scenario import Scenario, run_scenario
 from harness.targets.model import Target
 
@@ -84,15 +86,86 @@ class HarnessSession:
         started = time.monotonic()
         artifacts = self.build_artifacts(scenario, target)
         self._write_inputs(out, scenario, target, artifacts)
-        machine = self.machine(target, f"{scenario.name}-{target.name}", out / "machine.log")
+        try:
+            if scenario.provisioning is None:
+                machine = self.machine(target, f"{scenario.name}-{target.name}",
+                                       out / "machine.log")
+                self._run_steps(scenario, target, machine, artifacts, out)
+            else:
+                self._run_provisioned(scenario, target, artifacts, out)
+        finally:
+            self.scenario_seconds[f"{scenario.name}::{target.name}"] = (
+                time.monotonic() - started)
+        return out
+
+    def _run_steps(self, scenario: Scenario, target: Target, machine: Machine,
+                   artifacts: Mapping[str, Artifact], out: Path) -> None:
         try:
             run_scenario(scenario, machine, target, artifacts, log_path=out / "steps.log")
         finally:
             self._collect(machine, out)
             self.pool.stop(machine)
-            self.scenario_seconds[f"{scenario.name}::{target.name}"] = (
-                time.monotonic() - started)
-        return out
+
+    def _run_provisioned(self, scenario: Scenario, target: Target,
+                         artifacts: Mapping[str, Artifact], out: Path) -> None:
+        """Cold boot with the scenario's first-boot config, served images and all."""
+        provisioning = scenario.provisioning
+        assert provisioning is not None
+        workdir = self.pool.workdir(f"{scenario.name}-{target.name}")
+        served = workdir / "served"
+        stage_served(provisioning, artifacts, served)
+        with ArtifactServer(served) as server:
+            inputs = prepare_boot(provisioning, target, artifacts, server,
+                                  self.pool.key.public_text, out)
+            machine: Machine | None = None
+            try:
+                machine = self.pool.boot(target, workdir, logger=self._logger(out),
+                                         fw_cfg=inputs.fw_cfg, extra_drives=inputs.drives,
+                                         key_via_fw_cfg=False)
+                # Later stages (cloud-config `network`) run after SSH is up: let them finish.
+                machine.log(f"boot settled: {machine.settle()}")
+                machine.check_provisioning()
+            except ProvisioningFailed as exc:
+                if machine is not None:
+                    self._collect(machine, out)
+                    self.pool.stop(machine)
+                (out / "provisioning-result.txt").write_text(f"FAILED: {exc.reason}\n")
+                self._keep_console(workdir, out)
+                if provisioning.expect_failure and provisioning.expect_failure in exc.reason:
+                    return  # the failure the scenario asked for
+                raise
+            finally:
+                (out / "http-requests.log").write_text("\n".join(server.requests) + "\n")
+            if provisioning.expect_failure:
+                self._collect(machine, out)
+                self.pool.stop(machine)
+                raise AssertionFailed(
+                    f"{provisioning.tool} was expected to fail with "
+                    f"{provisioning.expect_failure!r}, but it applied the config")
+            self._collect_provisioning(machine, out)
+            self._run_steps(scenario, target, machine, artifacts, out)
+
+    def _logger(self, out: Path):  # type: ignore[no-untyped-def]
+        def log(line: str) -> None:
+            with open(out / "machine.log", "a") as f:
+                f.write(line + "\n")
+        return log
+
+    @staticmethod
+    def _keep_console(workdir: Path, out: Path) -> None:
+        if (workdir / "console.log").exists():
+            shutil.copy(workdir / "console.log", out / "console.log")
+
+    @staticmethod
+    def _collect_provisioning(machine: Machine, out: Path) -> None:
+        """Keep the guest's own account of provisioning (Ignition's result and log)."""
+        for remote, name in (("/etc/.ignition-result.json", "ignition-result.json"),
+                             ("/var/log/ignition.log", "ignition.log"),
+                             ("/run/sysext-harness/cloud-config-result.json",
+                              "cloud-config-result.json")):
+            res = machine.execute(f"cat {remote}", timeout=30)
+            if res.exit_code == 0:
+                (out / name).write_text(res.stdout)
 
     def _write_inputs(self, out: Path, scenario: Scenario, target: Target,
                       artifacts: Mapping[str, Artifact]) -> None:

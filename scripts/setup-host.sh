@@ -8,6 +8,7 @@ PACKAGES=(
   mmdebstrap                      # reference images from Debian packages
   e2fsprogs                       # mkfs.ext4 -d: directory to image without mounting
   squashfs-tools erofs-utils      # extension images
+  ignition                        # ignition-validate: checks rendered configs in the tests
   python3 python3-venv python3-pip
   ca-certificates
 )

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import paramiko
 
-from harness.errors import AssertionFailed, MachineError
+from harness.errors import AssertionFailed, MachineError, ProvisioningFailed
 from harness.machine.accel import Accel
 from harness.machine.keys import SshKey
 from harness.machine.qemu import Drive, QemuConfig, QemuProcess, tail
@@ -37,6 +37,9 @@ _FATAL_CONSOLE = re.compile(
     r"Kernel panic - not syncing|You are in emergency mode|Give root password for maintenance"
     r"|end Kernel panic|Entering emergency mode"
 )
+# Lines the guest's first-boot provisioning prints when it fails (see images/overlay).
+_PROVISIONING_FAILED = re.compile(
+    r"SYSEXT-HARNESS-(IGNITION|CLOUD-CONFIG)-FAILED: ([^\r\n]*)")
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,12 @@ class Machine:
 
     def __init__(self, image: TargetImage, workdir: Path, key: SshKey, accel: Accel, *,
                  name: str | None = None, memory_mb: int = 1024, cpus: int = 2,
-                 logger: Callable[[str], None] | None = None) -> None:
+                 logger: Callable[[str], None] | None = None,
+                 fw_cfg: dict[str, Path] | None = None, extra_drives: list[Drive] | None = None,
+                 key_via_fw_cfg: bool = True) -> None:
+        """`fw_cfg`/`extra_drives` carry first-boot provisioning (an Ignition config, a
+        cloud-config seed). With `key_via_fw_cfg=False` the harness's SSH key is not handed
+        over by fw_cfg: the provisioning config must install it."""
         self.image = image
         self.name = name or image.target.name
         self.workdir = workdir
@@ -78,15 +86,20 @@ class Machine:
         self.ssh: SshConnection | None = None
         self._logger = logger
         self._host = None
+        self.fw_cfg = dict(fw_cfg or {})
+        if key_via_fw_cfg:
+            self.fw_cfg[SSH_KEY_FW_CFG] = key.public
+        self.extra_drives = list(extra_drives or [])
         workdir.mkdir(parents=True, exist_ok=True)
 
     # ----- lifecycle -------------------------------------------------------------------
     def _config(self) -> QemuConfig:
         return QemuConfig(
             kernel=self.image.kernel, initrd=self.image.initrd, cmdline=self.image.cmdline,
-            drives=[Drive(self.disk, "qcow2"), Drive(self.image.usr_a, "raw", readonly=True)],
+            drives=[Drive(self.disk, "qcow2"), Drive(self.image.usr_a, "raw", readonly=True),
+                    *self.extra_drives],
             accel=self.accel, memory_mb=self.memory_mb, cpus=self.cpus,
-            fw_cfg={SSH_KEY_FW_CFG: self.key.public},
+            fw_cfg=self.fw_cfg,
         )
 
     def boot(self, timeout: float = BOOT_TIMEOUT) -> float:
@@ -152,6 +165,7 @@ class Machine:
                 raise MachineError(self._with_console(
                     f"{self.name}: QEMU exited during {what}:\n{tail(self.qemu.stderr_path, 5)}"))
             console = self.console_log()
+            self.check_provisioning()
             if _FATAL_CONSOLE.search(console):
                 raise MachineError(self._with_console(f"{self.name}: {what} failed"))
             if self.host_key is None:
@@ -169,6 +183,19 @@ class Machine:
             time.sleep(0.5)
         raise MachineError(self._with_console(
             f"{self.name}: SSH not ready {timeout:.0f}s after {what} (last: {last_error})"))
+
+    def check_provisioning(self) -> None:
+        """Raise ProvisioningFailed if first-boot provisioning reported a failure."""
+        failed = _PROVISIONING_FAILED.search(self.console_log())
+        if failed:
+            tool = "Ignition" if failed.group(1) == "IGNITION" else "cloud-config"
+            raise ProvisioningFailed(tool, failed.group(2).strip(),
+                                     f"--- console tail ---\n{tail(self.console_path)}")
+
+    def settle(self, timeout: float = 300.0) -> str:
+        """Wait for the boot transaction to finish; returns the system state."""
+        res = self.execute("systemctl is-system-running --wait", timeout=timeout)
+        return res.stdout.strip()
 
     def _with_console(self, message: str) -> str:
         return f"{message}\n--- console tail ({self.console_path}) ---\n{tail(self.console_path)}"

@@ -98,6 +98,22 @@ class MachinePool:
         self._live.append(machine)
         return machine
 
+    def boot(self, target: Target, workdir: Path, logger: Callable[[str], None] | None = None,
+             **machine_args: object) -> Machine:
+        """A cold-booted machine (for first-boot provisioning, which no snapshot can hold)."""
+        image = self.image(target)
+        machine = Machine(image, workdir, self.key, self.accel(image),
+                          logger=logger or self.progress, **machine_args)  # type: ignore[arg-type]
+        self._live.append(machine)
+        try:
+            seconds = machine.boot()
+        except BaseException:
+            self._live.remove(machine)
+            machine.shutdown()
+            raise
+        machine.log(f"cold boot with provisioning: SSH after {seconds:.1f} s")
+        return machine
+
     def stop(self, machine: Machine) -> None:
         machine.shutdown()
         if machine in self._live:

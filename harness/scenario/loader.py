@@ -44,9 +44,12 @@ from harness.scenario.model import (
     SymlinkStep,
     SysextStep,
 )
+from harness.scenario.provisioning import parse_provisioning
 from harness.targets.registry import persona_names
 
-TOP_KEYS: tuple[str, ...] = ("description", "applies_to", "tags", "extensions", "steps")
+TOP_KEYS: tuple[str, ...] = (
+    "description", "applies_to", "tags", "extensions", "provisioning", "steps",
+)
 APPLIES_TO_KEYS: tuple[str, ...] = ("systemd", "personas", "targets", "reason")
 WHEN_KEYS: tuple[str, ...] = ("systemd", "personas", "targets", "reason")
 COMMON_STEP_KEYS: tuple[str, ...] = ("name", "when", "timeout")
@@ -876,8 +879,15 @@ def _parse(path: Path, ctx: _Ctx) -> Scenario | None:
         [str(n) for n in raw_ext] if isinstance(raw_ext, dict) else list(specs or {})
     )
 
+    provisioning = None
+    if "provisioning" in data:
+        provisioning = parse_provisioning(ctx, "provisioning", data["provisioning"], path,
+                                          extension_names)
+
     steps: list[Step] = []
-    if "steps" not in data:
+    if "steps" not in data and provisioning is not None and provisioning.expect_failure:
+        pass  # the scenario ends when provisioning fails as expected
+    elif "steps" not in data:
         ctx.error("steps", "missing required key", allowed="a non-empty list of steps")
     elif not isinstance(data["steps"], list) or not data["steps"]:
         ctx.error("steps", "steps must be a non-empty list", data["steps"],
@@ -898,6 +908,7 @@ def _parse(path: Path, ctx: _Ctx) -> Scenario | None:
         applies_to=applies_to,
         tags=tags,
         extensions=MappingProxyType(dict(specs or {})),
+        provisioning=provisioning,
         steps=tuple(steps),
     )
 

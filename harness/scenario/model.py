@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from harness import versions
+from harness.scenario.provisioning import Provisioning
 
 if TYPE_CHECKING:
     from harness.extensions.spec import ExtensionSpec
@@ -413,6 +414,7 @@ class Scenario:
         default_factory=lambda: MappingProxyType({})
     )
     steps: tuple[Step, ...] = ()
+    provisioning: Provisioning | None = None  # first-boot config; None: start from a snapshot
 
     def installed_extensions(self) -> tuple[str, ...]:
         """Extension names some `install` step uses, in first-use order."""

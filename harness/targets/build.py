@@ -28,7 +28,8 @@ from harness.run import run
 from harness.targets.model import BaseRecipe, Persona, Target
 
 # Bump when the way images are assembled changes, so caches rebuild.
-BUILDER_VERSION = "3"
+BUILDER_VERSION = "5"
+PACKAGES_VERSION = "1"  # bump to force new mmdebstrap runs
 USR_IMAGE_SIZE = "1536M"
 ROOT_IMAGE_SIZE = "2G"
 KERNEL_CMDLINE = "root=LABEL=REFOS-ROOT rw console=ttyS0,115200n8 panic=-1 mitigations=off"
@@ -39,7 +40,9 @@ MASKED_UNITS = (
     "fstrim.timer", "man-db.timer", "dpkg-db-backup.timer", "systemd-networkd-wait-online.service",
     "getty@tty1.service",
 )
-ENABLED_UNITS = ("systemd-networkd.service", "sysext-harness-ssh-key.service")
+# Image-based distributions merge extensions at every boot; Debian leaves these disabled.
+ENABLED_UNITS = ("systemd-networkd.service", "systemd-sysext.service")
+OPTIONAL_UNITS = ("systemd-confext.service",)  # 254 and later
 
 Progress = Callable[[str], None]
 
@@ -72,8 +75,17 @@ def _hash_tree(h: hashlib._Hash, root: Path) -> None:
             h.update(os.readlink(path).encode())
 
 
+def packages_digest(base: BaseRecipe) -> str:
+    """Identity of the plain mmdebstrap output: suites and packages only."""
+    h = hashlib.sha256(f"mmdebstrap={PACKAGES_VERSION}\n".encode())
+    h.update(json.dumps([base.suite, base.extra_suites, base.packages]).encode())
+    return h.hexdigest()
+
+
 def base_digest(base: BaseRecipe) -> str:
+    """Identity of the customized root: packages plus overlay and image conventions."""
     h = hashlib.sha256(f"builder={BUILDER_VERSION}\n".encode())
+    h.update(packages_digest(base).encode())
     h.update(json.dumps(base.__dict__, sort_keys=True, default=list).encode())
     h.update(json.dumps([KERNEL_CMDLINE, MASKED_UNITS, ENABLED_UNITS]).encode())
     _hash_tree(h, images_dir() / "overlay")
@@ -132,7 +144,10 @@ def _customize_root(tree: Path) -> None:
         else:
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest)
-    run(["systemctl", f"--root={tree}", "enable", *ENABLED_UNITS])
+    own_units = sorted(p.name for p in (overlay / "usr/lib/systemd/system").glob("*")
+                       if "[Install]" in p.read_text())
+    optional = [u for u in OPTIONAL_UNITS if (tree / "usr/lib/systemd/system" / u).exists()]
+    run(["systemctl", f"--root={tree}", "enable", *ENABLED_UNITS, *optional, *own_units])
     run(["systemctl", f"--root={tree}", "mask", *MASKED_UNITS])
     for key in (tree / "etc/ssh").glob("ssh_host_*"):
         key.unlink()  # generated at first boot: every machine gets its own
@@ -142,8 +157,45 @@ def _customize_root(tree: Path) -> None:
     (tree / "etc/sysext-harness").mkdir(exist_ok=True)
 
 
+def _versions_of(directory: Path, name: str, suffix: str) -> list[Path]:
+    """Cached builds of `name` (`<name>-<16 hex><suffix>`), not of names it prefixes."""
+    pattern = re.compile(rf"{re.escape(name)}-[0-9a-f]{{16}}{re.escape(suffix)}")
+    return [p for p in directory.iterdir() if pattern.fullmatch(p.name)]
+
+
+def _debootstrap_tarball(base: BaseRecipe, progress: Progress) -> Path:
+    """The plain mmdebstrap output as a tarball, cached by suites and packages only, so an
+    overlay or persona change costs seconds, not a new bootstrap."""
+    roots = cache_dir() / "roots"
+    roots.mkdir(parents=True, exist_ok=True)
+    tarball = roots / f"{base.name}-{packages_digest(base)[:16]}.tar"
+    if tarball.exists():
+        return tarball
+    mirror = debian_mirror()
+    progress(f"bootstrapping Debian {base.suite} (systemd {base.systemd_version}) "
+             f"with mmdebstrap from {mirror} ...")
+    started = time.monotonic()
+    sources = [f"deb {mirror} {suite} main" for suite in (base.suite, *base.extra_suites)]
+    # Mirrors may be snapshots whose Release files have expired (as sid's do here).
+    argv = ["mmdebstrap", "--variant=apt", '--aptopt=Acquire::Check-Valid-Until "false"',
+            "--include=" + ",".join(base.packages), base.suite]
+    tmp = roots / f".{base.name}-bootstrap.tar"
+    log_path = roots / f"{base.name}.build.log"
+    proc = run([*argv, tmp, *sources], check=False, timeout=1800)
+    log_path.write_bytes((proc.stdout or b"") + (proc.stderr or b""))
+    if proc.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-25:])
+        raise HarnessError(f"mmdebstrap failed for {base.name} (log: {log_path}):\n{tail}")
+    for stale in _versions_of(roots, base.name, ".tar"):
+        stale.unlink()
+    tmp.rename(tarball)
+    progress(f"bootstrap {base.name} done in {time.monotonic() - started:.1f} s")
+    return tarball
+
+
 def ensure_base_root(base: BaseRecipe, progress: Progress = _stderr) -> Path:
-    """The cached Debian root for `base`, built with mmdebstrap if the recipe changed."""
+    """The cached, customized Debian root for `base`; rebuilt when the recipe changed."""
     digest = base_digest(base)
     roots = cache_dir() / "roots"
     dest = roots / f"{base.name}-{digest[:16]}"
@@ -153,29 +205,15 @@ def ensure_base_root(base: BaseRecipe, progress: Progress = _stderr) -> Path:
     with _build_lock():
         if (dest / ".complete").exists():
             return dest
-        roots.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        tarball = _debootstrap_tarball(base, progress)
         tmp = roots / f".{base.name}-building"
         shutil.rmtree(tmp, ignore_errors=True)
-        mirror = debian_mirror()
-        progress(f"building Debian {base.suite} root (systemd {base.systemd_version}) "
-                 f"with mmdebstrap from {mirror} ...")
-        started = time.monotonic()
-        sources = [f"deb {mirror} {base.suite} main"]
-        sources += [f"deb {mirror} {suite} main" for suite in base.extra_suites]
-        argv = ["mmdebstrap", "--variant=apt", "--include=" + ",".join(base.packages)]
-        if base.backports_packages and base.extra_suites:
-            argv.append(f"--customize-hook=chroot \"$1\" apt-get install -y -t "
-                        f"{base.extra_suites[0]} {' '.join(base.backports_packages)}")
-        log_path = roots / f"{base.name}.build.log"
-        proc = run([*argv, base.suite, tmp, *sources], check=False, timeout=1800)
-        log_path.write_bytes((proc.stdout or b"") + (proc.stderr or b""))
-        if proc.returncode != 0:
-            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-25:])
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise HarnessError(f"mmdebstrap failed for {base.name} (log: {log_path}):\n{tail}")
+        tmp.mkdir(parents=True)
+        run(["tar", "-xpf", tarball, "-C", tmp, "--numeric-owner"])
         _customize_root(tmp)
         (tmp / ".complete").write_text(digest + "\n")
-        for stale in roots.glob(f"{base.name}-*"):
+        for stale in _versions_of(roots, base.name, ""):
             shutil.rmtree(stale, ignore_errors=True)
         tmp.rename(dest)
         progress(f"root {base.name} ready in {time.monotonic() - started:.1f} s")
@@ -223,12 +261,47 @@ def _apply_persona(rootfs: Path, target: Target) -> None:
     persona: Persona = target.persona
     _add_user(rootfs, persona.default_user)
     (rootfs / "etc/sysext-harness/persona.env").write_text(
-        f"PERSONA={persona.name}\nDEFAULT_USER={persona.default_user}\nTARGET={target.name}\n")
+        f"PERSONA={persona.name}\nDEFAULT_USER={persona.default_user}\nTARGET={target.name}\n"
+        f"IGNITION_FW_CFG={persona.ignition_fw_cfg_name or ''}\n")
+    # Flags that switch on the persona's first-boot provisioning units.
+    if persona.provisioning == "ignition":
+        (rootfs / "etc/sysext-harness/ignition-enabled").touch()
+    elif persona.provisioning == "cloud-config":
+        (rootfs / "etc/sysext-harness/cloud-config-enabled").touch()
     (rootfs / "etc/hostname").write_text(target.name + "\n")
     for directory in (persona.extension_dir, *persona.extension_dirs):
         if directory.startswith(("/usr", "/run")):
             continue  # /usr is read-only and built separately; /run is created at boot
         (rootfs / directory.lstrip("/")).mkdir(parents=True, exist_ok=True)
+
+
+def _builtin_extensions(target: Target, tree: Path) -> list[Path]:
+    """Put the persona's built-in extension images into the shared tree's /usr (for the
+    length of one mkfs); returns what to remove afterwards."""
+    persona = target.persona
+    if not persona.builtin_extensions or not persona.builtin_extension_dir:
+        return []
+    from harness.extensions.build import build_extension
+    from harness.extensions.spec import parse_extension_spec
+
+    dest_dir = tree / persona.builtin_extension_dir.lstrip("/")
+    placed: list[Path] = []
+    if not dest_dir.exists():
+        top = dest_dir
+        while not top.parent.exists():
+            top = top.parent
+        dest_dir.mkdir(parents=True)
+        placed.append(top)
+    for name, data in persona.builtin_extensions:
+        spec = parse_extension_spec(name, data, source=f"images/personas/{persona.name}.yaml",
+                                    key_prefix=f"builtin_extensions.{name}")
+        artifact = build_extension(spec, target.os_release, cache_dir=cache_dir(),
+                                   architecture=target.architecture, target_label=target.name)
+        dest = dest_dir / artifact.filename
+        shutil.copy2(artifact.path, dest)
+        if not placed or not dest.is_relative_to(placed[0]):
+            placed.append(dest)
+    return placed
 
 
 def _newest(boot: Path, prefix: str) -> Path:
@@ -273,12 +346,15 @@ def _build_target_image(target: Target, tree: Path, dest: Path, digest: str,
     os_release = tree / "usr/lib/os-release"
     original = os_release.read_bytes()
     os_release.unlink()  # Debian ships it as a regular file; replace it only while copying
+    builtins = _builtin_extensions(target, tree)
     try:
         os_release.write_text(_os_release_text(target.os_release))
         run(["mkfs.ext4", "-q", "-F", "-L", "USR-A", "-d", tree / "usr",
              tmp / "usr-a.img", USR_IMAGE_SIZE])
     finally:
         os_release.write_bytes(original)
+        for path in builtins:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
     run(["mkfs.ext4", "-q", "-F", "-L", "REFOS-ROOT", "-d", rootfs, tmp / "root.img",
          ROOT_IMAGE_SIZE])
     shutil.rmtree(rootfs)
@@ -298,7 +374,7 @@ def _build_target_image(target: Target, tree: Path, dest: Path, digest: str,
         "build_seconds": round(time.monotonic() - started, 2),
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    for stale in dest.parent.glob(f"{target.name}-*"):
+    for stale in _versions_of(dest.parent, target.name, ""):
         shutil.rmtree(stale, ignore_errors=True)
     tmp.rename(dest)
     progress(f"{target.name} ready in {time.monotonic() - started:.1f} s")

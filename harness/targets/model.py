@@ -12,9 +12,9 @@ class BaseRecipe:
     name: str  # e.g. "trixie"
     suite: str  # Debian suite given to mmdebstrap, e.g. "trixie"
     systemd_version: int  # major version the suite ships, e.g. 257
-    packages: tuple[str, ...]
-    extra_suites: tuple[str, ...] = ()  # e.g. ("bookworm-backports",) for pinned packages
-    backports_packages: tuple[str, ...] = ()  # installed from the first extra suite
+    packages: tuple[str, ...]  # "name" or "name/suite" (e.g. systemd/bookworm-backports)
+    extra_suites: tuple[str, ...] = ()  # more suites in sources, e.g. ("bookworm-backports",)
+    default: bool = True  # its targets are in the default target set
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,8 @@ class Persona:
     extension_dirs: tuple[str, ...] = ()  # every directory the distribution uses for extensions
     provisioning: str = "ignition"  # "ignition" or "cloud-config"
     ignition_fw_cfg_name: str | None = None  # e.g. "opt/org.flatcar-linux/config"
+    builtin_extension_dir: str | None = None  # e.g. "/usr/share/flatcar/sysext"
+    builtin_extensions: tuple[tuple[str, object], ...] = ()  # (name, extension spec data)
     notes: str = ""
 
 
@@ -40,8 +42,12 @@ class Target:
     base: BaseRecipe
     persona: Persona
     architecture: str = "x86-64"  # systemd's spelling, as in ARCHITECTURE=
-    default: bool = True  # part of the default target set
     extra_os_release: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def default(self) -> bool:
+        """Part of the default target set (`make test-scenario` without TARGET=)."""
+        return self.base.default
 
     @property
     def systemd_version(self) -> int:

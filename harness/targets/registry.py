@@ -15,8 +15,9 @@ from harness.targets.model import BaseRecipe, Persona, Target
 _PERSONA_KEYS = {
     "name", "title", "default_user", "provisioning", "ignition_fw_cfg_name",
     "extension_dir", "extension_dirs", "os_release", "notes",
+    "builtin_extension_dir", "builtin_extensions",
 }
-_BASE_KEYS = {"name", "suite", "systemd_version", "packages", "extra_suites", "backports_packages"}
+_BASE_KEYS = {"name", "suite", "systemd_version", "packages", "extra_suites", "default"}
 
 
 def _load_yaml(path: Path, allowed: set[str]) -> dict:
@@ -37,7 +38,7 @@ def load_base(path: Path) -> BaseRecipe:
         systemd_version=int(d["systemd_version"]),
         packages=tuple(d["packages"]),
         extra_suites=tuple(d.get("extra_suites", ())),
-        backports_packages=tuple(d.get("backports_packages", ())),
+        default=bool(d.get("default", True)),
     )
 
 
@@ -52,6 +53,8 @@ def load_persona(path: Path) -> Persona:
         extension_dirs=tuple(d.get("extension_dirs", ())),
         provisioning=d.get("provisioning", "ignition"),
         ignition_fw_cfg_name=d.get("ignition_fw_cfg_name"),
+        builtin_extension_dir=d.get("builtin_extension_dir"),
+        builtin_extensions=tuple((d.get("builtin_extensions") or {}).items()),
         notes=d.get("notes", ""),
     )
 

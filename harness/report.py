@@ -1,0 +1,71 @@
+"""The results matrix: scenario x target -> pass, fail or n/a (with the reason).
+
+Nightly CI users read this first, so it is printed at the end of a run and written as
+Markdown and JSON into the run's artifact directory.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SYMBOL = {"pass": "pass", "fail": "FAIL", "n/a": "n/a", "error": "ERROR", "skip": "skip"}
+
+
+@dataclass
+class Matrix:
+    targets: list[str] = field(default_factory=list)
+    cells: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
+
+    def add(self, scenario: str, target: str, outcome: str, detail: str = "") -> None:
+        if target not in self.targets:
+            self.targets.append(target)
+        self.cells.setdefault(scenario, {})[target] = {"outcome": outcome, "detail": detail}
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for row in self.cells.values():
+            for cell in row.values():
+                out[cell["outcome"]] = out.get(cell["outcome"], 0) + 1
+        return out
+
+    def rows(self) -> list[tuple[str, list[str]]]:
+        return [(name, [SYMBOL.get(self.cells[name].get(t, {}).get("outcome", ""), "")
+                         for t in self.targets])
+                for name in sorted(self.cells)]
+
+    def text(self) -> str:
+        width = max([len("scenario")] + [len(n) for n in self.cells])
+        cols = [max(len(t), 5) for t in self.targets]
+        lines = ["scenario".ljust(width) + "  " + "  ".join(
+            t.ljust(c) for t, c in zip(self.targets, cols, strict=True))]
+        for name, marks in self.rows():
+            lines.append(name.ljust(width) + "  " + "  ".join(
+                m.ljust(c) for m, c in zip(marks, cols, strict=True)))
+        totals = ", ".join(f"{n} {k}" for k, n in sorted(self.counts().items()))
+        return "\n".join(lines) + f"\n({totals})"
+
+    def markdown(self) -> str:
+        head = "| scenario | " + " | ".join(self.targets) + " |"
+        sep = "|---|" + "---|" * len(self.targets)
+        body = [f"| {name} | " + " | ".join(marks) + " |" for name, marks in self.rows()]
+        notes = []
+        for name in sorted(self.cells):
+            for target, cell in self.cells[name].items():
+                if cell["outcome"] != "pass" and cell["detail"]:
+                    first = cell["detail"].strip().splitlines()[0][:200]
+                    notes.append(f"- **{name}** on `{target}` ({cell['outcome']}): {first}")
+        text = "\n".join([head, sep, *body])
+        if notes:
+            text += "\n\n" + "\n".join(notes)
+        return text + "\n"
+
+    def write(self, directory: Path) -> tuple[Path, Path]:
+        directory.mkdir(parents=True, exist_ok=True)
+        md = directory / "matrix.md"
+        md.write_text("# Results matrix\n\n" + self.markdown())
+        js = directory / "matrix.json"
+        js.write_text(json.dumps({"targets": self.targets, "results": self.cells,
+                                  "counts": self.counts()}, indent=2) + "\n")
+        return md, js
