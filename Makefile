@@ -12,14 +12,14 @@ SETUP_STAMP := $(VENV)/.setup-stamp
 TARGET ?=
 SCENARIO ?=
 PYTEST_ARGS ?=
-# `make test` boots these (both systemd versions of one persona; the full matrix is
+# `make test` boots these (every persona on 257, every systemd version as flatcar; the full matrix is
 # `make test-scenario`).
-TEST_TARGETS ?= refos-257-flatcar,refos-252-flatcar
+TEST_TARGETS ?= refos-257-*,refos-252-flatcar,refos-254-flatcar,refos-262-flatcar
 
 target_args = $(if $(TARGET),--target '$(TARGET)')
 scenario_args = $(if $(SCENARIO),$(if $(wildcard $(SCENARIO)),$(SCENARIO),scenarios -k '$(SCENARIO)'),scenarios)
 
-.PHONY: setup images test-scenario test unit lint bench clean-cache
+.PHONY: setup images test-scenario test unit lint bench docs clean-cache
 
 setup: $(SETUP_STAMP)
 
@@ -54,3 +54,6 @@ bench: setup
 
 clean-cache:
 	rm -rf "$${SYSEXT_HARNESS_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/sysext-harness}"
+
+docs: setup
+	$(BIN)/sysext-harness docs

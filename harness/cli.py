@@ -31,14 +31,14 @@ def _cmd_targets(args: argparse.Namespace) -> int:
         rows.append({"name": t.name, "systemd": t.systemd_version, "persona": t.persona.name,
                      "os": f"{t.persona.os_release.get('ID')} "
                            f"{t.persona.os_release.get('VERSION_ID', '')}".strip(),
-                     "base": f"debian {t.base.suite}", "default": t.default, "built": built})
+                     "base": f"debian {t.base.name}", "default": t.default, "built": built})
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'TARGET':<20} {'SYSTEMD':<8} {'PERSONA':<8} {'OS-RELEASE':<18} {'BASE':<16} BUILT")
+    print(f"{'TARGET':<20} {'SYSTEMD':<8} {'PERSONA':<8} {'OS-RELEASE':<18} {'BASE':<26} BUILT")
     for r in rows:
         print(f"{r['name']:<20} {r['systemd']:<8} {r['persona']:<8} {r['os']:<18} "
-              f"{r['base']:<16} {'yes' if r['built'] else 'no'}")
+              f"{r['base']:<26} {'yes' if r['built'] else 'no'}")
     return 0
 
 
@@ -135,6 +135,16 @@ def _cmd_config_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_docs(args: argparse.Namespace) -> int:
+    from harness.docgen import behaviour_doc
+    from harness.paths import project_root
+
+    out = project_root() / "docs" / "behaviour.md"
+    out.write_text(behaviour_doc(project_root()))
+    print(out)
+    return 0
+
+
 def _cmd_test(args: argparse.Namespace) -> int:
     import pytest
 
@@ -181,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check scenario files without booting anything")
     p.add_argument("paths", nargs="*", metavar="PATH")
     p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("docs", help="regenerate docs/behaviour.md from the scenarios")
+    p.set_defaults(func=_cmd_docs)
 
     p = sub.add_parser("test", help="run scenarios (arguments go to pytest)")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER)

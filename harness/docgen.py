@@ -1,0 +1,57 @@
+"""docs/behaviour.md, generated from the scenarios themselves so it cannot drift.
+
+`make docs` (or `sysext-harness docs`) rewrites it; a unit test fails when it is stale.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from harness.scenario import Scenario, load_scenarios
+
+HEADER = """# What the scenario suite checks
+
+Generated from the `description` of every scenario under `scenarios/` by `make docs`;
+do not edit by hand. Each scenario runs on every reference target it applies to; the
+results matrix of a run (`artifacts/latest/matrix.md`) shows pass, fail or n/a per target.
+"""
+
+
+def _applies(scenario: Scenario) -> str:
+    a = scenario.applies_to
+    parts = []
+    if a.systemd:
+        parts.append(f"systemd {a.systemd}")
+    if a.personas:
+        parts.append("personas " + ", ".join(a.personas))
+    if a.targets:
+        parts.append("targets " + ", ".join(a.targets))
+    if scenario.provisioning is not None:
+        parts.append(f"first-boot {scenario.provisioning.kind}")
+    text = "; ".join(parts) if parts else "every target"
+    if a.reason:
+        text += f" ({a.reason.strip()})"
+    return text
+
+
+def render_behaviour_doc(scenarios: list[Scenario], root: Path) -> str:
+    groups: dict[str, list[Scenario]] = defaultdict(list)
+    for s in scenarios:
+        rel = s.path.relative_to(root)
+        groups[rel.parts[0] if len(rel.parts) > 1 else "(top level)"].append(s)
+    out = [HEADER]
+    for group in sorted(groups):
+        out.append(f"\n## {group}\n")
+        out.append("| scenario | checks | applies to |")
+        out.append("|---|---|---|")
+        for s in sorted(groups[group], key=lambda s: s.name):
+            desc = " ".join(s.description.split()).replace("|", "\\|")
+            link = f"[{s.name}](../{s.path.relative_to(root.parent).as_posix()})"
+            out.append(f"| {link} | {desc} | {_applies(s).replace('|', '/')} |")
+    return "\n".join(out) + "\n"
+
+
+def behaviour_doc(project: Path) -> str:
+    root = project / "scenarios"
+    return render_behaviour_doc(load_scenarios(root), root)
