@@ -34,6 +34,37 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+class LazyArtifacts(Mapping[str, Artifact]):
+    """A scenario's extensions for one target, each built (or taken from the cache) when a
+    step first needs it: an extension used only by a step that does not run on this target
+    is never built, so its `host` values need not exist there."""
+
+    def __init__(self, scenario: Scenario, target: Target) -> None:
+        self.scenario = scenario
+        self.target = target
+        self._built: dict[str, Artifact] = {}
+
+    def __getitem__(self, name: str) -> Artifact:
+        if name not in self._built:
+            spec = self.scenario.extensions[name]
+            self._built[name] = build_extension(
+                spec, self.target.os_release, architecture=self.target.architecture,
+                cache_dir=cache_dir(), target_label=self.target.name)
+        return self._built[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.scenario.extensions
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.scenario.extensions)
+
+    def __len__(self) -> int:
+        return len(self.scenario.extensions)
+
+    def built(self) -> dict[str, Artifact]:
+        return dict(self._built)
+
+
 class HarnessSession:
     """Created lazily: nothing boots until the first scenario or machine is asked for."""
 
@@ -57,12 +88,8 @@ class HarnessSession:
         self.pool.close()
         self.run_dir.cleanup()
 
-    def build_artifacts(self, scenario: Scenario, target: Target) -> dict[str, Artifact]:
-        return {
-            name: build_extension(spec, target.os_release, architecture=target.architecture,
-                                  cache_dir=cache_dir(), target_label=target.name)
-            for name, spec in scenario.extensions.items()
-        }
+    def build_artifacts(self, scenario: Scenario, target: Target) -> Mapping[str, Artifact]:
+        return LazyArtifacts(scenario, target)
 
     def machine(self, target: Target, label: str, logfile: Path | None = None) -> Machine:
         """A restored machine for a test; the caller stops it with `pool.stop`."""
@@ -85,7 +112,6 @@ class HarnessSession:
         out.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         artifacts = self.build_artifacts(scenario, target)
-        self._write_inputs(out, scenario, target, artifacts)
         try:
             if scenario.provisioning is None:
                 machine = self.machine(target, f"{scenario.name}-{target.name}",
@@ -94,6 +120,7 @@ class HarnessSession:
             else:
                 self._run_provisioned(scenario, target, artifacts, out)
         finally:
+            self._write_inputs(out, scenario, target, artifacts)  # records what was built
             self.scenario_seconds[f"{scenario.name}::{target.name}"] = (
                 time.monotonic() - started)
         return out
@@ -177,7 +204,8 @@ class HarnessSession:
             "os_release": target.os_release,
             "extensions": {
                 name: {"path": str(a.path), "format": a.format, "digest": a.digest}
-                for name, a in artifacts.items()
+                for name, a in (artifacts.built() if isinstance(artifacts, LazyArtifacts)
+                                else artifacts).items()
             },
         }
         (out / "inputs.json").write_text(json.dumps(info, indent=2) + "\n")

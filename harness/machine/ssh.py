@@ -90,12 +90,16 @@ class SshConnection:
         transport = self.client.get_transport()
         if transport is None or not transport.is_active():
             raise MachineError("SSH connection is closed")
-        chan = transport.open_session(timeout=timeout)
-        chan.settimeout(1.0)
-        chan.exec_command(command)
-        if stdin is not None:
-            chan.sendall(stdin)
-            chan.shutdown_write()
+        try:
+            chan = transport.open_session(timeout=timeout)
+            chan.settimeout(1.0)
+            chan.exec_command(command)
+            if stdin is not None:
+                chan.sendall(stdin)
+                chan.shutdown_write()
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            # e.g. the guest's sshd is going down for a reboot
+            raise MachineError(f"SSH channel failed ({exc}): {command}") from exc
         out, err = bytearray(), bytearray()
         deadline = time.monotonic() + timeout
         while True:
@@ -110,10 +114,14 @@ class SshConnection:
                 raise MachineError(f"command timed out after {timeout:.0f}s: {command}")
             try:
                 data = chan.recv(65536)
-                if data:
-                    out += data
             except TimeoutError:
-                pass
+                continue
+            if data:
+                out += data
+            elif not transport.is_active() and not chan.exit_status_ready():
+                raise MachineError(f"SSH connection lost while running: {command}")
+            else:
+                time.sleep(0.01)  # EOF on stdout; wait for the exit status
         status = chan.recv_exit_status()
         chan.close()
         return CommandResult(status, out.decode(errors="replace"), err.decode(errors="replace"))

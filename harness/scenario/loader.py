@@ -27,6 +27,7 @@ from harness.scenario.model import (
     DEFAULT_TIMEOUT,
     EXPECT_KEYS,
     KNOWN_PERSONAS,
+    OS_UPDATE_SLOTS,
     STATE_KEYS,
     SYSEXT_VERBS,
     AppliesTo,
@@ -36,6 +37,7 @@ from harness.scenario.model import (
     ExpectStep,
     InstallStep,
     MkdirStep,
+    OsUpdateStep,
     RebootStep,
     RemoveStep,
     RunStep,
@@ -65,6 +67,8 @@ STEP_EXTRA_KEYS: Mapping[str, tuple[str, ...]] = {
     "sysext": ("expect",),
     "run": ("expect",),
     "reboot": (),
+    "os_update": (),
+    "os_rollback": (),
     "expect": (),
 }
 UNIT_STATES: tuple[str, ...] = (
@@ -770,6 +774,12 @@ def _build_step(
                       allowed="`- reboot`, or `reboot:` with no value")
         else:
             step = RebootStep(**common)
+    elif action in OS_UPDATE_SLOTS:
+        if value is not None:
+            ctx.error(akey, f"{action} takes no argument", value,
+                      allowed=f"`- {action}`, or `{action}:` with no value")
+        else:
+            step = OsUpdateStep(slot=OS_UPDATE_SLOTS[action], **common)
     elif action == "expect":
         block = _parse_expect(ctx, akey, value, command=False)
         if block is not None:

@@ -370,6 +370,30 @@ class RebootStep(Step):
         return "reboot"
 
 
+# The guest command that chooses the /usr slot of the next boot (images/overlay).
+SWITCH_USR_SLOT = "/usr/lib/sysext-harness/switch-usr-slot"
+
+
+@dataclass(frozen=True, kw_only=True)
+class OsUpdateStep(Step):
+    """`os_update` (boot /usr slot B: the persona's next release) or `os_rollback` (back to
+    slot A): switch the slot, then reboot. /etc, /var and /opt persist."""
+
+    slot: str  # "B" for os_update, "A" for os_rollback
+
+    @property
+    def action(self) -> str:
+        return "os_update" if self.slot == "B" else "os_rollback"
+
+    @property
+    def command(self) -> str:
+        return f"{SWITCH_USR_SLOT} {self.slot}"
+
+    @property
+    def summary(self) -> str:
+        return f"{self.action} (boot /usr slot {self.slot})"
+
+
 @dataclass(frozen=True, kw_only=True)
 class ExpectStep(Step):
     """A pure check of guest state (no command of its own)."""
@@ -392,10 +416,16 @@ ACTIONS: tuple[str, ...] = (
     "sysext",
     "run",
     "reboot",
+    "os_update",
+    "os_rollback",
     "expect",
 )
+# The /usr slot each OS update action boots.
+OS_UPDATE_SLOTS: Mapping[str, str] = MappingProxyType({"os_update": "B", "os_rollback": "A"})
 COMMAND_ACTIONS: tuple[str, ...] = ("merge", "unmerge", "refresh", "sysext", "run")
-BARE_ACTIONS: tuple[str, ...] = ("merge", "unmerge", "refresh", "reboot")
+BARE_ACTIONS: tuple[str, ...] = (
+    "merge", "unmerge", "refresh", "reboot", "os_update", "os_rollback",
+)
 
 
 # ----------------------------------------------------------------------------- scenario

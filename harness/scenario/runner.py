@@ -28,12 +28,14 @@ from harness.scenario.expectations import (
     format_command,
 )
 from harness.scenario.model import (
+    SWITCH_USR_SLOT,
     CommandStep,
     Expectation,
     ExpectStep,
     InstallStep,
     MkdirStep,
     NoVersionMatch,
+    OsUpdateStep,
     RebootStep,
     RemoveStep,
     Scenario,
@@ -213,6 +215,8 @@ class _Run:
         elif isinstance(step, RebootStep):
             self.log.write("(reboot)")
             self.machine.reboot()
+        elif isinstance(step, OsUpdateStep):
+            self.os_update(step)
         elif isinstance(step, CommandStep):
             command = step.command
             result = self.guest(command, step.timeout)
@@ -245,6 +249,22 @@ class _Run:
             self.guest(DIAGNOSTICS_COMMAND, 30)
         except Exception as exc:  # the machine may be gone; the failure matters more
             self.log.write(f"(diagnostics failed: {type(exc).__name__}: {exc})")
+
+    def os_update(self, step: OsUpdateStep) -> None:
+        """Switch the /usr slot, reboot, and make sure the guest came up on that slot: a
+        scenario that silently stayed on the old OS would test nothing."""
+        self.machine.log(f"{step.action}: switching /usr to slot {step.slot}, then reboot")
+        self.setup(step, step.command)
+        self.log.write(f"(reboot into /usr slot {step.slot})")
+        self.machine.reboot()
+        check = f"{SWITCH_USR_SLOT} --current"
+        result = self.guest(check, step.timeout)
+        if result.exit_code != 0 or result.stdout.strip() != step.slot:
+            raise HarnessError(
+                f"{step.label}: {self.target.name} did not come up on /usr slot {step.slot}\n"
+                + format_command(check, result.exit_code, result.stdout, result.stderr)
+            )
+        self.machine.log(f"{step.action}: running /usr slot {step.slot}")
 
     def install(self, step: InstallStep) -> None:
         artifact = self.artifacts[step.extension]

@@ -1,10 +1,12 @@
 """Builds reference target images from Debian packages, cached by a hash of the recipe.
 
 A base root (one per systemd version) is made once with mmdebstrap and kept as a directory.
-Each target then gets its own small images from it: ``usr-a.img`` (the read-only ``/usr``,
-with the persona's os-release) and ``root.img`` (persistent ``/etc``, ``/var``, ``/opt``),
-plus the kernel and initrd for direct kernel boot. Nothing here mounts anything or uses a
-loop device: ``mkfs.ext4 -d`` copies a directory straight into an image.
+Each target then gets its own small images from it: ``usr-a.img`` and ``usr-b.img`` (the
+read-only ``/usr`` of slots A and B: the same tree with the persona's os-release before and
+after an OS update, and the persona's built-in extensions built for each), ``root.img``
+(persistent ``/etc``, ``/var``, ``/opt``), plus the kernel and initrd for direct kernel boot.
+Nothing here mounts anything or uses a loop device: ``mkfs.ext4 -d`` copies a directory
+straight into an image.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ from pathlib import Path
 from harness.errors import HarnessError
 from harness.paths import cache_dir, images_dir
 from harness.run import run
-from harness.targets.model import BaseRecipe, Persona, Target
+from harness.targets.model import USR_SLOTS, BaseRecipe, Persona, Target
 
 # Bump when the way images are assembled changes, so caches rebuild.
-BUILDER_VERSION = "5"
+BUILDER_VERSION = "6"
 PACKAGES_VERSION = "1"  # bump to force new mmdebstrap runs
 USR_IMAGE_SIZE = "1536M"
 ROOT_IMAGE_SIZE = "2G"
@@ -59,14 +61,37 @@ class TargetImage:
     directory: Path
     root: Path
     usr_a: Path
+    usr_b: Path  # slot B: the OS after an update (`switch-usr-slot B` + reboot)
     kernel: Path
     initrd: Path
     cmdline: str
     digest: str
 
 
+@dataclass(frozen=True)
+class UsrSlot:
+    """One /usr image: slot A is the OS as first booted, slot B the OS after an update."""
+
+    slot: str  # "A" or "B"
+    label: str  # file system label, what /etc/fstab mounts: "USR-A"
+    filename: str  # "usr-a.img"
+    os_release: dict[str, str]  # its /usr/lib/os-release
+
+
+def usr_slots(target: Target) -> tuple[UsrSlot, ...]:
+    """The /usr images of `target`, slot A first."""
+    return tuple(UsrSlot(slot=slot, label=f"USR-{slot}", filename=f"usr-{slot.lower()}.img",
+                         os_release=target.slot_os_release(slot)) for slot in USR_SLOTS)
+
+
+def _overlay_files(root: Path) -> list[Path]:
+    """The overlay as git has it: byte-code caches (from testing the guest scripts on the
+    host) would change the recipe hash and land in images."""
+    return [p for p in sorted(root.rglob("*")) if "__pycache__" not in p.parts]
+
+
 def _hash_tree(h: hashlib._Hash, root: Path) -> None:
-    for path in sorted(root.rglob("*")):
+    for path in _overlay_files(root):
         rel = path.relative_to(root).as_posix()
         h.update(f"{rel}\0{path.lstat().st_mode:o}\0".encode())
         if path.is_file() and not path.is_symlink():
@@ -95,7 +120,7 @@ def base_digest(base: BaseRecipe) -> str:
 def target_digest(target: Target) -> str:
     h = hashlib.sha256(base_digest(target.base).encode())
     h.update(json.dumps(target.persona.__dict__, sort_keys=True, default=list).encode())
-    h.update(json.dumps(target.os_release, sort_keys=True).encode())
+    h.update(json.dumps([s.os_release for s in usr_slots(target)], sort_keys=True).encode())
     h.update(f"{USR_IMAGE_SIZE} {ROOT_IMAGE_SIZE}".encode())
     return h.hexdigest()
 
@@ -137,7 +162,7 @@ def _check_root() -> None:
 def _customize_root(tree: Path) -> None:
     """Shape a plain Debian root like an image-based system the harness can drive."""
     overlay = images_dir() / "overlay"
-    for src in sorted(overlay.rglob("*")):
+    for src in _overlay_files(overlay):
         dest = tree / src.relative_to(overlay)
         if src.is_dir():
             dest.mkdir(parents=True, exist_ok=True)
@@ -268,6 +293,9 @@ def _apply_persona(rootfs: Path, target: Target) -> None:
         (rootfs / "etc/sysext-harness/ignition-enabled").touch()
     elif persona.provisioning == "cloud-config":
         (rootfs / "etc/sysext-harness/cloud-config-enabled").touch()
+    if persona.relink_per_version:
+        (rootfs / "etc/sysext-harness/flatcar-relink-enabled").touch()
+    (rootfs / "etc/sysext-harness/slot").write_text(USR_SLOTS[0] + "\n")
     (rootfs / "etc/hostname").write_text(target.name + "\n")
     for directory in (persona.extension_dir, *persona.extension_dirs):
         if directory.startswith(("/usr", "/run")):
@@ -275,17 +303,18 @@ def _apply_persona(rootfs: Path, target: Target) -> None:
         (rootfs / directory.lstrip("/")).mkdir(parents=True, exist_ok=True)
 
 
-def _builtin_extensions(target: Target, tree: Path) -> list[Path]:
-    """Put the persona's built-in extension images into the shared tree's /usr (for the
-    length of one mkfs); returns what to remove afterwards."""
+def _builtin_extensions(target: Target, tree: Path, os_release: dict[str, str],
+                        placed: list[Path]) -> None:
+    """Put the persona's built-in extension images, built for the slot's `os_release`
+    (they are OS-bound), into the shared tree's /usr for the length of one mkfs. Appends
+    what to remove afterwards to `placed`, also when building fails half-way."""
     persona = target.persona
     if not persona.builtin_extensions or not persona.builtin_extension_dir:
-        return []
+        return
     from harness.extensions.build import build_extension
     from harness.extensions.spec import parse_extension_spec
 
     dest_dir = tree / persona.builtin_extension_dir.lstrip("/")
-    placed: list[Path] = []
     if not dest_dir.exists():
         top = dest_dir
         while not top.parent.exists():
@@ -295,13 +324,12 @@ def _builtin_extensions(target: Target, tree: Path) -> list[Path]:
     for name, data in persona.builtin_extensions:
         spec = parse_extension_spec(name, data, source=f"images/personas/{persona.name}.yaml",
                                     key_prefix=f"builtin_extensions.{name}")
-        artifact = build_extension(spec, target.os_release, cache_dir=cache_dir(),
+        artifact = build_extension(spec, os_release, cache_dir=cache_dir(),
                                    architecture=target.architecture, target_label=target.name)
         dest = dest_dir / artifact.filename
-        shutil.copy2(artifact.path, dest)
         if not placed or not dest.is_relative_to(placed[0]):
             placed.append(dest)
-    return placed
+        shutil.copy2(artifact.path, dest)
 
 
 def _newest(boot: Path, prefix: str) -> Path:
@@ -323,7 +351,8 @@ def ensure_target_image(target: Target, progress: Progress = _stderr) -> TargetI
                 _build_target_image(target, tree, dest, digest, progress)
     manifest = json.loads((dest / "manifest.json").read_text())
     return TargetImage(target=target, directory=dest, root=dest / "root.img",
-                       usr_a=dest / "usr-a.img", kernel=dest / "vmlinuz",
+                       usr_a=dest / "usr-a.img", usr_b=dest / "usr-b.img",
+                       kernel=dest / "vmlinuz",
                        initrd=dest / "initrd.img", cmdline=manifest["cmdline"], digest=digest)
 
 
@@ -343,24 +372,35 @@ def _build_target_image(target: Target, tree: Path, dest: Path, digest: str,
     (rootfs / "boot").mkdir()
     _apply_persona(rootfs, target)
 
+    slots = usr_slots(target)
     os_release = tree / "usr/lib/os-release"
     original = os_release.read_bytes()
-    os_release.unlink()  # Debian ships it as a regular file; replace it only while copying
-    builtins = _builtin_extensions(target, tree)
+    # The shared tree is the base root of every target: the slot's os-release and built-ins
+    # are in it only for the length of one mkfs, and the original is always put back.
     try:
-        os_release.write_text(_os_release_text(target.os_release))
-        run(["mkfs.ext4", "-q", "-F", "-L", "USR-A", "-d", tree / "usr",
-             tmp / "usr-a.img", USR_IMAGE_SIZE])
+        for slot in slots:
+            placed: list[Path] = []
+            try:
+                _builtin_extensions(target, tree, slot.os_release, placed)
+                os_release.unlink(missing_ok=True)  # Debian ships a regular file, not a link
+                os_release.write_text(_os_release_text(slot.os_release))
+                run(["mkfs.ext4", "-q", "-F", "-L", slot.label, "-d", tree / "usr",
+                     tmp / slot.filename, USR_IMAGE_SIZE])
+            finally:
+                for path in placed:
+                    if path.is_dir() and not path.is_symlink():
+                        shutil.rmtree(path)
+                    else:
+                        path.unlink(missing_ok=True)
     finally:
+        os_release.unlink(missing_ok=True)
         os_release.write_bytes(original)
-        for path in builtins:
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
     run(["mkfs.ext4", "-q", "-F", "-L", "REFOS-ROOT", "-d", rootfs, tmp / "root.img",
          ROOT_IMAGE_SIZE])
     shutil.rmtree(rootfs)
     shutil.copy2(_newest(tree / "boot", "vmlinuz-"), tmp / "vmlinuz")
     shutil.copy2(_newest(tree / "boot", "initrd.img-"), tmp / "initrd.img")
-    for image in ("usr-a.img", "root.img"):
+    for image in (*(slot.filename for slot in slots), "root.img"):
         (tmp / image).chmod(0o444)  # bases are never written: machines use overlays
     manifest = {
         "target": target.name,
@@ -369,6 +409,9 @@ def _build_target_image(target: Target, tree: Path, dest: Path, digest: str,
         "persona": target.persona.name,
         "suite": target.base.suite,
         "os_release": target.os_release,
+        "os_release_b": target.os_release_b,
+        "usr_slots": {slot.slot: {"label": slot.label, "image": slot.filename}
+                      for slot in slots},
         "cmdline": KERNEL_CMDLINE,
         "kernel": _newest(tree / "boot", "vmlinuz-").name,
         "build_seconds": round(time.monotonic() - started, 2),

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# The two /usr slots of an image (file system labels USR-A and USR-B), as on Flatcar.
+USR_SLOTS: tuple[str, ...] = ("A", "B")
+
 
 @dataclass(frozen=True)
 class BaseRecipe:
@@ -31,6 +34,11 @@ class Persona:
     ignition_fw_cfg_name: str | None = None  # e.g. "opt/org.flatcar-linux/config"
     builtin_extension_dir: str | None = None  # e.g. "/usr/share/flatcar/sysext"
     builtin_extensions: tuple[tuple[str, object], ...] = ()  # (name, extension spec data)
+    # os-release fields that change in slot B (the OS update), merged over `os_release`.
+    update_os_release: dict[str, str] = field(default_factory=dict)
+    # Repoint /etc/extensions/NAME.raw -> .../NAME-<version>.raw to the running version at
+    # boot, as Flatcar's initrd does (flatcar-sysext-relink.service).
+    relink_per_version: bool = False
     notes: str = ""
 
 
@@ -55,10 +63,25 @@ class Target:
 
     @property
     def os_release(self) -> dict[str, str]:
-        """The target's /usr/lib/os-release, as the guest will have it."""
+        """The target's /usr/lib/os-release in slot A (the OS as first booted)."""
+        return self.slot_os_release("A")
+
+    @property
+    def os_release_b(self) -> dict[str, str]:
+        """/usr/lib/os-release in slot B: the OS after `os_update` (the persona's next
+        release, or a major rebase for fcos)."""
+        return self.slot_os_release("B")
+
+    def slot_os_release(self, slot: str) -> dict[str, str]:
+        """os-release of /usr slot "A" or "B", as the guest will have it."""
+        if slot not in USR_SLOTS:
+            raise ValueError(f"unknown /usr slot {slot!r} (slots: {', '.join(USR_SLOTS)})")
         fields = dict(self.persona.os_release)
+        if slot == "B":
+            fields.update(self.persona.update_os_release)
         fields.update(self.extra_os_release)
         fields["SYSEXT_HARNESS_TARGET"] = self.name
+        fields["SYSEXT_HARNESS_SLOT"] = slot
         return fields
 
     @property

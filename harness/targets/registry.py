@@ -15,8 +15,9 @@ from harness.targets.model import BaseRecipe, Persona, Target
 _PERSONA_KEYS = {
     "name", "title", "default_user", "provisioning", "ignition_fw_cfg_name",
     "extension_dir", "extension_dirs", "os_release", "notes",
-    "builtin_extension_dir", "builtin_extensions",
+    "builtin_extension_dir", "builtin_extensions", "update",
 }
+_UPDATE_KEYS = {"os_release", "relink_per_version"}
 _BASE_KEYS = {"name", "suite", "systemd_version", "packages", "extra_suites", "default"}
 
 
@@ -42,8 +43,34 @@ def load_base(path: Path) -> BaseRecipe:
     )
 
 
+def _load_update(path: Path, d: dict) -> tuple[dict[str, str], bool]:
+    """The persona's `update:` block: what slot B (the OS after an update) changes."""
+    update = d.get("update") or {}
+    if not isinstance(update, dict):
+        raise ConfigError("expected a mapping", file=path, key="update",
+                          allowed=sorted(_UPDATE_KEYS))
+    unknown = sorted(set(update) - _UPDATE_KEYS)
+    if unknown:
+        raise ConfigError("unknown key", file=path, key=f"update.{unknown[0]}",
+                          allowed=sorted(_UPDATE_KEYS))
+    fields = update.get("os_release") or {}
+    if not isinstance(fields, dict):
+        raise ConfigError("expected a mapping of os-release fields", file=path,
+                          key="update.os_release")
+    reserved = sorted(k for k in fields if str(k).startswith("SYSEXT_HARNESS_"))
+    if reserved:
+        raise ConfigError("set by the harness, not the persona", file=path,
+                          key=f"update.os_release.{reserved[0]}")
+    relink = update.get("relink_per_version", False)
+    if not isinstance(relink, bool):
+        raise ConfigError("expected true or false", file=path,
+                          key="update.relink_per_version", value=relink)
+    return {str(k): str(v) for k, v in fields.items()}, relink
+
+
 def load_persona(path: Path) -> Persona:
     d = _load_yaml(path, _PERSONA_KEYS)
+    update_os_release, relink = _load_update(path, d)
     return Persona(
         name=d["name"],
         title=d["title"],
@@ -55,6 +82,8 @@ def load_persona(path: Path) -> Persona:
         ignition_fw_cfg_name=d.get("ignition_fw_cfg_name"),
         builtin_extension_dir=d.get("builtin_extension_dir"),
         builtin_extensions=tuple((d.get("builtin_extensions") or {}).items()),
+        update_os_release=update_os_release,
+        relink_per_version=relink,
         notes=d.get("notes", ""),
     )
 
