@@ -11,7 +11,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import yaml
@@ -28,6 +28,15 @@ from harness.scenario import Scenario, run_scenario
 from harness.targets.model import Target
 
 FINAL_STATUS = "systemd-sysext status --json=short"
+
+
+def _file_logger(path: Path | None) -> Callable[[str], None]:
+    """A machine logger that appends its lines to `path` (or drops them)."""
+    def log(line: str) -> None:
+        if path is not None:
+            with open(path, "a") as f:
+                f.write(line + "\n")
+    return log
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -93,15 +102,11 @@ class HarnessSession:
 
     def machine(self, target: Target, label: str, logfile: Path | None = None) -> Machine:
         """A restored machine for a test; the caller stops it with `pool.stop`."""
-        def logger(line: str) -> None:
-            if logfile is not None:
-                with open(logfile, "a") as f:
-                    f.write(line + "\n")
-
         started = time.monotonic()
         self.pool.snapshot(target)  # cold boot (once) is not part of restore time
         restore_start = time.monotonic()
-        machine = self.pool.start(target, self.pool.workdir(label), logger=logger)
+        machine = self.pool.start(target, self.pool.workdir(label),
+                                  logger=_file_logger(logfile))
         self.restore_seconds.append(time.monotonic() - restore_start)
         machine.log(f"ready {time.monotonic() - started:.1f} s after request")
         return machine
@@ -146,7 +151,8 @@ class HarnessSession:
                                   self.pool.key.public_text, out)
             machine: Machine | None = None
             try:
-                machine = self.pool.boot(target, workdir, logger=self._logger(out),
+                machine = self.pool.boot(target, workdir,
+                                         logger=_file_logger(out / "machine.log"),
                                          fw_cfg=inputs.fw_cfg, extra_drives=inputs.drives,
                                          key_via_fw_cfg=False)
                 # Later stages (cloud-config `network`) run after SSH is up: let them finish.
@@ -171,12 +177,6 @@ class HarnessSession:
                     f"{provisioning.expect_failure!r}, but it applied the config")
             self._collect_provisioning(machine, out)
             self._run_steps(scenario, target, machine, artifacts, out)
-
-    def _logger(self, out: Path):  # type: ignore[no-untyped-def]
-        def log(line: str) -> None:
-            with open(out / "machine.log", "a") as f:
-                f.write(line + "\n")
-        return log
 
     @staticmethod
     def _keep_console(workdir: Path, out: Path) -> None:
