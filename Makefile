@@ -12,12 +12,17 @@ SETUP_STAMP := $(VENV)/.setup-stamp
 TARGET ?=
 SCENARIO ?=
 PYTEST_ARGS ?=
+# Machines at once: JOBS=2 runs two targets side by side (pytest-xdist, one worker per
+# target group). Each TCG guest keeps one host core busy, so more than the core count
+# only slows everything down.
+JOBS ?= 1
 # `make test` boots these (the newest and the oldest systemd, one persona; the full matrix is
 # `make test-scenario`).
 TEST_TARGETS ?= refos-257-flatcar,refos-252-flatcar
 
 target_args = $(if $(TARGET),--target '$(TARGET)')
 scenario_args = $(if $(SCENARIO),$(if $(wildcard $(SCENARIO)),$(SCENARIO),scenarios -k '$(SCENARIO)'),scenarios)
+jobs_args = $(if $(filter-out 1,$(JOBS)),-n $(JOBS) --dist loadgroup)
 
 .PHONY: setup images test-scenario test unit lint bench docs clean-cache
 
@@ -34,7 +39,7 @@ images: setup
 	$(BIN)/sysext-harness images build $(TARGET)
 
 test-scenario: setup
-	$(BIN)/pytest $(scenario_args) $(target_args) -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/pytest $(scenario_args) $(target_args) -p no:cacheprovider $(jobs_args) $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .
@@ -47,10 +52,10 @@ unit: setup
 # unwinds normally, so machines and overlays are still cleaned up.
 test: setup lint
 	$(BIN)/pytest tests/unit tests/integration scenarios -p no:cacheprovider \
-	  --target '$(TEST_TARGETS)' --timeout=1200 $(PYTEST_ARGS)
+	  --target '$(TEST_TARGETS)' --timeout=1200 $(jobs_args) $(PYTEST_ARGS)
 
 bench: setup
-	$(BIN)/python -m harness.bench $(if $(TARGET),--target '$(TARGET)')
+	$(BIN)/python -m harness.bench $(if $(TARGET),--target '$(TARGET)') --jobs $(JOBS)
 
 clean-cache:
 	rm -rf "$${SYSEXT_HARNESS_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/sysext-harness}"

@@ -1,8 +1,9 @@
 """`make bench`: the figures that matter for speed, measured on this machine.
 
 Prints image build time (cold, in a throw-away cache, and cached), cold boot to SSH-ready,
-snapshot restore to first command, and the default suite's wall time with its average per
-scenario. Results also go to artifacts/bench.json.
+snapshot restore to first command, an OS update with its reboot, and the wall time of the
+default suite (the full matrix: every scenario on every default target) with its average
+per scenario run. Results also go to artifacts/bench.json.
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from harness.errors import HarnessError
 from harness.machine.machine import Machine
 from harness.machine.pool import MachinePool
 from harness.machine.rundir import RunDir
 from harness.paths import cache_dir, project_root
+from harness.scenario.model import SWITCH_USR_SLOT
 from harness.targets.build import ensure_target_image
+from harness.targets.model import Target
 from harness.targets.registry import get_target
 
 RESTORES = 5
@@ -62,7 +66,9 @@ def bench_boot_and_restore(target_name: str) -> dict[str, float]:
             machine.succeed("true")
             times.append(time.monotonic() - started)
             pool.stop(machine)
+        os_update = bench_os_update(pool, target)
         return {
+            "os_update_with_reboot_s": round(os_update, 2),
             "cold_boot_to_ssh_s": round(pool.boot_seconds[target.name], 2),
             "snapshot_save_s": round(pool.snapshot_seconds[target.name], 2),
             "restore_to_first_command_s": round(statistics.mean(times), 2),
@@ -73,7 +79,24 @@ def bench_boot_and_restore(target_name: str) -> dict[str, float]:
         run.cleanup()
 
 
-def bench_suite(target_pattern: str | None) -> dict[str, float]:
+def bench_os_update(pool: MachinePool, target: Target) -> float:
+    """An `os_update` step as scenarios run it: switch /usr to slot B, reboot, and wait
+    until the guest answers on slot B (its boot merges extensions on the way)."""
+    machine = pool.start(target, pool.workdir("bench-os-update"))
+    try:
+        started = time.monotonic()
+        machine.succeed(f"{SWITCH_USR_SLOT} B")
+        machine.reboot()
+        slot = machine.succeed(f"{SWITCH_USR_SLOT} --current").strip()
+        elapsed = time.monotonic() - started
+        if slot != "B":
+            raise HarnessError(f"{target.name} came back on /usr slot {slot!r}, not B")
+        return elapsed
+    finally:
+        pool.stop(machine)
+
+
+def bench_suite(target_pattern: str | None, jobs: int = 1) -> dict[str, float]:
     """Run the default scenario suite as `make test-scenario` does and time it."""
     with tempfile.TemporaryDirectory(prefix="sysext-harness-bench-junit-") as tmp:
         junit = Path(tmp) / "junit.xml"
@@ -81,6 +104,8 @@ def bench_suite(target_pattern: str | None) -> dict[str, float]:
                 f"--junitxml={junit}"]
         if target_pattern:
             argv += ["--target", target_pattern]
+        if jobs > 1:
+            argv += ["-n", str(jobs), "--dist", "loadgroup"]
         started = time.monotonic()
         proc = subprocess.run(argv, cwd=project_root())
         wall = time.monotonic() - started
@@ -104,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="targets for the suite run (default: every default target)")
     parser.add_argument("--boot-target", default="refos-257-flatcar")
     parser.add_argument("--skip-suite", action="store_true")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="machines at once for the suite run (pytest-xdist workers)")
     args = parser.parse_args(argv)
 
     results: dict[str, object] = {"date": time.strftime("%Y-%m-%d %H:%M"),
@@ -114,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     results.update(bench_boot_and_restore(args.boot_target))
     if not args.skip_suite:
         _say("default scenario suite")
-        results.update(bench_suite(args.target))
+        results["suite_jobs"] = args.jobs
+        results.update(bench_suite(args.target, args.jobs))
 
     out = project_root() / "artifacts" / "bench.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -127,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         "snapshot_save_s": "snapshot save",
         "restore_to_first_command_s": f"snapshot restore to first command (mean of {RESTORES})",
         "restore_to_first_command_max_s": "snapshot restore to first command (max)",
-        "suite_wall_s": "default suite wall time",
+        "os_update_with_reboot_s": "OS update (switch /usr slot, reboot, SSH on slot B)",
+        "suite_wall_s": "full matrix wall time (default suite, default targets)",
         "suite_scenario_runs": "scenario runs (scenario x target)",
         "suite_avg_per_scenario_s": "average per scenario run (incl. cold boots)",
         "suite_failed": "failed",

@@ -29,6 +29,8 @@ def _applies(scenario: Scenario) -> str:
         parts.append("targets " + ", ".join(a.targets))
     if scenario.provisioning is not None:
         parts.append(f"first-boot {scenario.provisioning.kind}")
+    if scenario.update_channel is not None:
+        parts.append("targets that ship systemd-sysupdate (not Debian 12's 252)")
     text = "; ".join(parts) if parts else "every target"
     if a.reason:
         text += f" ({a.reason.strip()})"

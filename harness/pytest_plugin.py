@@ -3,11 +3,16 @@
 ``pytest scenarios/ --target 'refos-257-*' -k merge --junitxml=report.xml`` works as pytest
 users expect. Targets a scenario does not apply to are deselected, and the reasons are
 listed at the end of the run. Machines, images and snapshots come from one
-`HarnessSession`, created only when the first VM is needed.
+`HarnessSession` per process, created only when the first VM is needed.
+
+With pytest-xdist (`-n 2`) every target's items form one group (`--dist loadgroup`), so a
+target is cold-booted once, by one worker. Workers write into the same run directory, the
+controller builds the results matrix from the reports and what workers send back.
 """
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -22,6 +27,17 @@ from harness.targets.registry import select_targets
 _SESSION = pytest.StashKey["object"]()
 _NOT_APPLICABLE = pytest.StashKey[list]()
 _MATRIX = pytest.StashKey[Matrix]()
+_RUN_NAME = pytest.StashKey[str]()
+_WORKER_STATS = pytest.StashKey[list]()
+_NA_CELLS = pytest.StashKey[list]()
+# user_properties key that carries (scenario, target) from a worker's report to the controller
+_CELL = "sysext_harness_cell"
+# Items that must not run next to each other (they count processes, kill runs, ...)
+INTEGRATION_GROUP = "integration"
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -35,9 +51,60 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "vm: boots real virtual machines")
+    config.addinivalue_line(
+        "markers",
+        "toolbox: builds DDIs with the cached Debian trixie toolbox (systemd-repart 257); "
+        "the first run bootstraps it with mmdebstrap (about 30 s)",
+    )
     config.addinivalue_line("markers", "scenario: a scenario YAML run on a target")
     config.stash[_NOT_APPLICABLE] = []
     config.stash[_MATRIX] = Matrix()
+    config.stash[_WORKER_STATS] = []
+    if _is_worker(config):
+        config.stash[_RUN_NAME] = config.workerinput["sysext_harness_run"]  # type: ignore[attr-defined]
+    else:
+        config.stash[_RUN_NAME] = time.strftime("run-%Y%m%d-%H%M%S")
+    if not _is_worker(config):
+        config.pluginmanager.register(_MatrixRecorder(config), "sysext_harness_matrix")
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_XdistHooks(), "sysext_harness_xdist")
+
+
+class _MatrixRecorder:
+    """Records each scenario item's outcome in the matrix. Runs where reports end up: in
+    the controller under xdist (the cell travels in the report's user_properties)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        cell = dict(report.user_properties).get(_CELL)
+        if cell is None:
+            return
+        scenario, target = cell
+        if report.when == "call" or (report.when == "setup" and not report.passed):
+            outcome = "pass" if report.passed else ("skip" if report.skipped else "fail")
+            detail = "" if report.passed else str(report.longrepr)[:2000]
+            self.config.stash[_MATRIX].add(scenario, target, outcome, detail)
+
+
+class _XdistHooks:
+    """Registered only when pytest-xdist is installed (its hooks exist only then)."""
+
+    def pytest_configure_node(self, node) -> None:  # type: ignore[no-untyped-def]
+        node.workerinput["sysext_harness_run"] = node.config.stash[_RUN_NAME]
+
+    def pytest_testnodedown(self, node, error) -> None:  # type: ignore[no-untyped-def]
+        out = getattr(node, "workeroutput", {}).get("sysext_harness")
+        if not out:
+            return
+        config = node.config
+        for nodeid, scenario, target, reason in out["not_applicable"]:
+            if (nodeid, reason) not in config.stash[_NOT_APPLICABLE]:
+                config.stash[_NOT_APPLICABLE].append((nodeid, reason))
+                config.stash[_MATRIX].add(scenario, target, "n/a", reason)
+        config.stash[_MATRIX].targets = out["targets"]
+        config.stash[_WORKER_STATS].append(out)
 
 
 def selected_targets(config: pytest.Config) -> list[Target]:
@@ -52,11 +119,30 @@ def harness_session(config: pytest.Config):  # type: ignore[no-untyped-def]
     from harness.session import HarnessSession
 
     if _SESSION not in config.stash:
-        root = Path(config.getoption("--artifacts"))
-        if not root.is_absolute():
-            root = Path(config.rootpath) / root
-        config.stash[_SESSION] = HarnessSession(root)
+        root = _artifacts_dir(config).parent
+        config.stash[_SESSION] = HarnessSession(root, config.stash[_RUN_NAME])
     return config.stash[_SESSION]
+
+
+def _artifacts_dir(config: pytest.Config) -> Path:
+    root = Path(config.getoption("--artifacts"))
+    if not root.is_absolute():
+        root = Path(config.rootpath) / root
+    return root / config.stash[_RUN_NAME]
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A worker sends the controller what it alone knows: n/a pairs and machine timings."""
+    config = session.config
+    if not _is_worker(config):
+        return
+    harness = config.stash.get(_SESSION, None)
+    config.workeroutput["sysext_harness"] = {  # type: ignore[attr-defined]
+        "targets": config.stash[_MATRIX].targets,
+        "not_applicable": config.stash.get(_NA_CELLS, []),
+        "boot_seconds": dict(harness.pool.boot_seconds) if harness else {},
+        "restore_seconds": list(harness.restore_seconds) if harness else [],
+    }
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -114,6 +200,19 @@ class ScenarioItem(pytest.Item):
         return self.path, None, f"{self.scenario.name} on {self.target.name}"
 
 
+def applicability(scenario: Scenario, target: Target) -> tuple[bool, str]:
+    """(True, "") or (False, why the scenario cannot run on the target)."""
+    ok, reason = scenario.applies_to.applies(target)
+    prov = scenario.provisioning
+    if ok and prov is not None and prov.kind != target.persona.provisioning:
+        return False, (f"provisioned with {prov.kind}; persona {target.persona.name} takes "
+                       f"{target.persona.provisioning}")
+    if ok and scenario.update_channel is not None and not target.base.sysupdate:
+        return False, (f"uses systemd-sysupdate, which {target.base.suite}'s systemd "
+                       f"{target.systemd_version} does not ship")
+    return ok, reason
+
+
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
                                   items: list[pytest.Item]) -> None:
     """Deselect not-applicable pairs, and group scenario items by target (one snapshot each)."""
@@ -123,17 +222,18 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         config.stash[_MATRIX].targets = [t.name for t in selected_targets(config)]
     for item in items:
         if isinstance(item, ScenarioItem):
-            ok, reason = item.scenario.applies_to.applies(item.target)
-            prov = item.scenario.provisioning
-            if ok and prov is not None and prov.kind != item.target.persona.provisioning:
-                ok, reason = False, (f"provisioned with {prov.kind}; persona "
-                                     f"{item.target.persona.name} takes "
-                                     f"{item.target.persona.provisioning}")
+            ok, reason = applicability(item.scenario, item.target)
             if not ok:
                 dropped.append(item)
                 config.stash[_NOT_APPLICABLE].append((item.nodeid, reason))
+                config.stash.setdefault(_NA_CELLS, []).append(
+                    (item.nodeid, item.scenario.name, item.target.name, reason))
                 config.stash[_MATRIX].add(item.scenario.name, item.target.name, "n/a", reason)
                 continue
+            item.add_marker(pytest.mark.xdist_group(item.target.name))
+            item.user_properties.append((_CELL, (item.scenario.name, item.target.name)))
+        elif item.get_closest_marker("vm") is not None:
+            item.add_marker(pytest.mark.xdist_group(INTEGRATION_GROUP))
         keep.append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
@@ -142,27 +242,6 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     scenario_items = [i for i in keep if isinstance(i, ScenarioItem)]
     scenario_items.sort(key=lambda i: target_order.get(i.target.name, 0))  # stable
     items[:] = others + scenario_items
-
-
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    """Record each scenario item's outcome in the matrix."""
-    item_info = getattr(report, "_sysext_harness", None)
-    if item_info is None:
-        return
-    matrix, scenario, target = item_info
-    if report.when == "call" or (report.when == "setup" and not report.passed):
-        outcome = "pass" if report.passed else ("skip" if report.skipped else "fail")
-        detail = "" if report.passed else str(report.longrepr)[:2000]
-        matrix.add(scenario, target, outcome, detail)
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
-    outcome = yield
-    if isinstance(item, ScenarioItem):
-        report = outcome.get_result()
-        report._sysext_harness = (item.config.stash[_MATRIX], item.scenario.name,
-                                  item.target.name)
 
 
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
@@ -190,15 +269,21 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # ty
     if matrix is not None and matrix.cells:
         terminalreporter.section("results matrix")
         terminalreporter.write_line(matrix.text())
-        if session is not None:
-            md, js = matrix.write(session.artifacts)
-            terminalreporter.write_line(f"written to {md} and {js}")
-    if session is not None:
+        md, js = matrix.write(_artifacts_dir(config))
+        terminalreporter.write_line(f"written to {md} and {js}")
+    boots: dict[str, float] = {}
+    restores: list[float] = []
+    for stats in [*config.stash.get(_WORKER_STATS, []),
+                  *([{"boot_seconds": session.pool.boot_seconds,
+                      "restore_seconds": session.restore_seconds}] if session else [])]:
+        boots.update(stats["boot_seconds"])
+        restores += stats["restore_seconds"]
+    if boots or restores:
         terminalreporter.section("sysext-harness")
-        for name, secs in session.pool.boot_seconds.items():
+        for name, secs in boots.items():
             terminalreporter.write_line(f"cold boot {name}: {secs:.1f} s to SSH")
-        if session.restore_seconds:
-            avg = sum(session.restore_seconds) / len(session.restore_seconds)
+        if restores:
+            avg = sum(restores) / len(restores)
             terminalreporter.write_line(
-                f"snapshot restores: {len(session.restore_seconds)}, average {avg:.1f} s")
-        terminalreporter.write_line(f"artifacts: {session.artifacts}")
+                f"snapshot restores: {len(restores)}, average {avg:.1f} s")
+        terminalreporter.write_line(f"artifacts: {_artifacts_dir(config)}")

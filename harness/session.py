@@ -6,7 +6,9 @@ Shared by the pytest plugin and the CLI so both do exactly the same thing.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
+import os
 import shutil
 import signal
 import sys
@@ -18,6 +20,7 @@ import yaml
 
 from harness.errors import AssertionFailed, HarnessError, ProvisioningFailed
 from harness.extensions.build import Artifact, build_extension
+from harness.extensions.spec import ExtensionSpec
 from harness.machine.machine import Machine
 from harness.machine.pool import MachinePool
 from harness.machine.rundir import RunDir
@@ -25,6 +28,8 @@ from harness.paths import cache_dir
 from harness.provisioning.http import ArtifactServer
 from harness.provisioning.prepare import prepare_boot, stage_served
 from harness.scenario import Scenario, run_scenario
+from harness.sysupdate.channel import UpdateChannel
+from harness.sysupdate.signing import SigningKey
 from harness.targets.model import Target
 
 FINAL_STATUS = "systemd-sysext status --json=short"
@@ -74,18 +79,28 @@ class LazyArtifacts(Mapping[str, Artifact]):
         return dict(self._built)
 
 
+def new_run_directory(artifacts_root: Path, run_name: str | None = None) -> Path:
+    """artifacts/run-YYYYmmdd-HHMMSS (or `run_name`, shared by parallel workers), with
+    artifacts/latest pointing at it."""
+    directory = artifacts_root / (run_name or time.strftime("run-%Y%m%d-%H%M%S"))
+    directory.mkdir(parents=True, exist_ok=True)
+    latest = artifacts_root / "latest"
+    if latest.is_symlink() or not latest.exists():
+        tmp = artifacts_root / f".latest-{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(directory.name)
+        os.replace(tmp, latest)  # atomic: parallel workers may do this at the same time
+    return directory
+
+
 class HarnessSession:
     """Created lazily: nothing boots until the first scenario or machine is asked for."""
 
-    def __init__(self, artifacts_root: Path) -> None:
-        self.artifacts = artifacts_root / time.strftime("run-%Y%m%d-%H%M%S")
-        self.artifacts.mkdir(parents=True, exist_ok=True)
-        latest = artifacts_root / "latest"
-        if latest.is_symlink() or not latest.exists():
-            latest.unlink(missing_ok=True)
-            latest.symlink_to(self.artifacts.name)
+    def __init__(self, artifacts_root: Path, run_name: str | None = None) -> None:
+        self.artifacts = new_run_directory(artifacts_root, run_name)
         self.run_dir = RunDir()
         self.pool = MachinePool(self.run_dir.path, artifacts=self.artifacts)
+        self._signing_key: SigningKey | None = None
         self.restore_seconds: list[float] = []
         self.scenario_seconds: dict[str, float] = {}
         atexit.register(self.close)
@@ -95,7 +110,15 @@ class HarnessSession:
 
     def close(self) -> None:
         self.pool.close()
+        if self._signing_key is not None:
+            self._signing_key.close()
         self.run_dir.cleanup()
+
+    def signing_key(self) -> SigningKey:
+        """The run's GPG key (generated on first use) for signed update channels."""
+        if self._signing_key is None:
+            self._signing_key = SigningKey(self.run_dir.path / "gnupg")
+        return self._signing_key
 
     def build_artifacts(self, scenario: Scenario, target: Target) -> Mapping[str, Artifact]:
         return LazyArtifacts(scenario, target)
@@ -118,28 +141,53 @@ class HarnessSession:
         started = time.monotonic()
         artifacts = self.build_artifacts(scenario, target)
         try:
-            if scenario.provisioning is None:
-                machine = self.machine(target, f"{scenario.name}-{target.name}",
-                                       out / "machine.log")
-                self._run_steps(scenario, target, machine, artifacts, out)
-            else:
-                self._run_provisioned(scenario, target, artifacts, out)
+            with contextlib.ExitStack() as stack:
+                channel = self._serve_channel(scenario, target, out, stack)
+                if scenario.provisioning is None:
+                    machine = self.machine(target, f"{scenario.name}-{target.name}",
+                                           out / "machine.log")
+                    self._run_steps(scenario, target, machine, artifacts, out, channel)
+                else:
+                    self._run_provisioned(scenario, target, artifacts, out, channel)
         finally:
             self._write_inputs(out, scenario, target, artifacts)  # records what was built
             self.scenario_seconds[f"{scenario.name}::{target.name}"] = (
                 time.monotonic() - started)
         return out
 
+    def _serve_channel(self, scenario: Scenario, target: Target, out: Path,
+                       stack: contextlib.ExitStack) -> UpdateChannel | None:
+        """Build and serve the scenario's update channel for the length of the run."""
+        if scenario.update_channel is None:
+            return None
+
+        def build(spec: ExtensionSpec) -> Artifact:
+            return build_extension(spec, target.os_release, architecture=target.architecture,
+                                   cache_dir=cache_dir(), target_label=target.name)
+
+        root = self.pool.workdir(f"channel-{scenario.name}-{target.name}")
+        channel = UpdateChannel(scenario.update_channel, scenario.extensions, target, root,
+                                build, key=self.signing_key)
+        channel.publish_initial()
+        server = stack.enter_context(ArtifactServer(root))
+        channel.base_url = server.guest_url("")
+        stack.callback(lambda: (out / "channel-requests.log").write_text(
+            "\n".join(server.requests) + "\n"))
+        return channel
+
     def _run_steps(self, scenario: Scenario, target: Target, machine: Machine,
-                   artifacts: Mapping[str, Artifact], out: Path) -> None:
+                   artifacts: Mapping[str, Artifact], out: Path,
+                   channel: UpdateChannel | None = None) -> None:
         try:
-            run_scenario(scenario, machine, target, artifacts, log_path=out / "steps.log")
+            run_scenario(scenario, machine, target, artifacts, log_path=out / "steps.log",
+                         channel=channel)
         finally:
             self._collect(machine, out)
             self.pool.stop(machine)
 
     def _run_provisioned(self, scenario: Scenario, target: Target,
-                         artifacts: Mapping[str, Artifact], out: Path) -> None:
+                         artifacts: Mapping[str, Artifact], out: Path,
+                         channel: UpdateChannel | None = None) -> None:
         """Cold boot with the scenario's first-boot config, served images and all."""
         provisioning = scenario.provisioning
         assert provisioning is not None
@@ -176,7 +224,7 @@ class HarnessSession:
                     f"{provisioning.tool} was expected to fail with "
                     f"{provisioning.expect_failure!r}, but it applied the config")
             self._collect_provisioning(machine, out)
-            self._run_steps(scenario, target, machine, artifacts, out)
+            self._run_steps(scenario, target, machine, artifacts, out, channel)
 
     @staticmethod
     def _keep_console(workdir: Path, out: Path) -> None:

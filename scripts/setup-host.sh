@@ -8,7 +8,9 @@ PACKAGES=(
   mmdebstrap                      # reference images from Debian packages
   e2fsprogs                       # mkfs.ext4 -d: directory to image without mounting
   squashfs-tools erofs-utils      # extension images
+  fdisk cryptsetup-bin openssl    # sfdisk, veritysetup, openssl: the DDI tests check images
   ignition                        # ignition-validate: checks rendered configs in the tests
+  gpg gpg-agent                   # per-run key that signs sysupdate channels (SHA256SUMS.gpg)
   python3 python3-venv python3-pip
   ca-certificates
 )

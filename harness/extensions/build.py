@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.extensions.signing import VerityKeys
 from harness.extensions.spec import (
     RELAXED_XATTR,
     ExtensionSpec,
@@ -282,11 +283,13 @@ def build_extension(
     architecture: str = "x86-64",
     cache_dir: Path,
     target_label: str = "target",
+    keys: VerityKeys | None = None,
 ) -> Artifact:
     """Build (or fetch from the cache) the artifact for `spec` on one target.
 
     Prebuilt images are passed through unchanged (the user's own path); their digest is
-    the content hash.
+    the content hash. A spec with ``ddi:`` becomes a DDI (`harness.extensions.ddi`);
+    ``ddi: signed`` and ``ddi: untrusted`` sign with the run's `keys`.
     """
     if spec.image is not None:
         if not spec.image.exists():
@@ -297,6 +300,20 @@ def build_extension(
             format="prebuilt",
             digest=prebuilt_digest(spec.image),
         )
+
+    if spec.ddi is not None:
+        from harness.extensions.ddi import build_ddi
+
+        key_pair = keys.for_ddi(spec.ddi) if keys is not None else None
+        mode = "signed" if spec.ddi in ("signed", "untrusted") else spec.ddi
+        if mode == "signed" and key_pair is None:
+            raise HarnessError(
+                f"extension {spec.name}: ddi: {spec.ddi} needs the run's verity keys "
+                "(build_extension(..., keys=harness.extensions.signing.run_keys(run_dir)))"
+            )
+        return build_ddi(spec, host_os_release, key_pair=key_pair, mode=mode,
+                         partition=spec.ddi_partition, architecture=architecture,
+                         cache_dir=cache_dir, target_label=target_label)
 
     release = resolve_release(spec, host_os_release, architecture, target_label=target_label)
     digest = spec_digest(spec, release)

@@ -20,6 +20,9 @@ from harness.errors import ConfigError, ConfigErrors
 
 TYPES = ("sysext", "confext")
 FORMATS = ("squashfs", "erofs", "directory")
+#: ``ddi:`` values: a GPT disk image instead of a bare file system (see harness.extensions.ddi).
+DDI_VALUES = ("signed", "untrusted", "unsigned", "plain")
+DDI_PARTITIONS = ("root", "usr")
 HOST = "host"
 
 #: Keys of an extension spec inside a scenario (``extensions: NAME: {...}``).
@@ -31,10 +34,21 @@ SPEC_KEYS = (
     "relaxed_release_name",
     "files",
     "units",
+    "ddi",
+    "ddi_partition",
     "image",
 )
 #: Keys that cannot be combined with ``image:`` (they describe something to build).
-BUILD_KEYS = ("format", "release", "release_name", "relaxed_release_name", "files", "units")
+BUILD_KEYS = (
+    "format",
+    "release",
+    "release_name",
+    "relaxed_release_name",
+    "files",
+    "units",
+    "ddi",
+    "ddi_partition",
+)
 FILE_KEYS = ("path", "content", "symlink", "directory", "mode")
 
 RELAXED_XATTR = "user.extension-release.strict"
@@ -128,6 +142,8 @@ class ExtensionSpec:
     relaxed_release_name: bool = False
     files: tuple[FileEntry, ...] = ()
     units: tuple[tuple[str, str], ...] = ()
+    ddi: str | None = None  # None: a bare file system image; else one of DDI_VALUES
+    ddi_partition: str = "root"
     image: Path | None = None
     # Where the spec came from, only for error messages (not part of equality or the digest).
     source: str | None = field(default=None, compare=False, repr=False)
@@ -496,6 +512,46 @@ def _check_paths(c: _Collector, spec: ExtensionSpec, key_prefix: str) -> None:
             parent = posixpath.dirname(parent)
 
 
+def _parse_ddi(
+    c: _Collector, data: dict[str, object], key_prefix: str, fmt: str, ext_type: str
+) -> tuple[str | None, str]:
+    """``ddi:`` and ``ddi_partition:``: which disk image to wrap the file system in."""
+    key = _key(key_prefix, "ddi")
+    ddi = data.get("ddi")
+    if ddi in (None, "none"):
+        ddi = None
+    elif ddi not in DDI_VALUES:
+        c.add("unknown ddi value", key=key, value=ddi, allowed=("none", *DDI_VALUES))
+        ddi = None
+    elif fmt == "directory":
+        c.add(
+            "a DDI holds a squashfs or erofs file system, not a directory",
+            key=key,
+            value=ddi,
+            allowed="ddi: together with format: squashfs or erofs",
+        )
+    part_key = _key(key_prefix, "ddi_partition")
+    partition = data.get("ddi_partition", "root")
+    if partition not in DDI_PARTITIONS:
+        c.add("unknown ddi_partition", key=part_key, value=partition, allowed=DDI_PARTITIONS)
+        partition = "root"
+    elif "ddi_partition" in data and ddi is None:
+        c.add(
+            "ddi_partition needs ddi:",
+            key=part_key,
+            value=partition,
+            allowed="ddi_partition together with ddi: " + ", ".join(DDI_VALUES),
+        )
+    elif partition == "usr" and ext_type == "confext":
+        c.add(
+            "a confext carries /etc, so its DDI needs a root partition",
+            key=part_key,
+            value=partition,
+            allowed="root",
+        )
+    return ddi, str(partition)  # type: ignore[arg-type]
+
+
 # --------------------------------------------------------------------------- public API
 
 
@@ -616,6 +672,7 @@ def parse_extension_spec(
 
     files = _parse_files(c, data.get("files"), _key(key_prefix, "files"))
     units = _parse_units(c, data.get("units"), _key(key_prefix, "units"))
+    ddi, ddi_partition = _parse_ddi(c, data, key_prefix, fmt, ext_type)
     c.raise_if_any()
     assert checked_name is not None
 
@@ -628,6 +685,8 @@ def parse_extension_spec(
         relaxed_release_name=relaxed,
         files=files,
         units=units,
+        ddi=ddi,
+        ddi_partition=ddi_partition,
         source=src,
         key_prefix=key_prefix,
     )

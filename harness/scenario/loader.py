@@ -22,6 +22,7 @@ from harness.extensions.spec import ExtensionSpec, parse_extension_spec
 from harness.scenario.model import (
     ACTIONS,
     BARE_ACTIONS,
+    CHANNEL_ACTIONS,
     COMMAND_ACTIONS,
     COMMAND_KEYS,
     DEFAULT_TIMEOUT,
@@ -32,6 +33,7 @@ from harness.scenario.model import (
     SYSEXT_VERBS,
     AppliesTo,
     BySystemd,
+    ChannelStep,
     Condition,
     Expectation,
     ExpectStep,
@@ -45,12 +47,16 @@ from harness.scenario.model import (
     Step,
     SymlinkStep,
     SysextStep,
+    SysupdateStep,
 )
 from harness.scenario.provisioning import parse_provisioning
+from harness.scenario.update_channel import parse_update_channel
+from harness.sysupdate.model import ChannelSpec
 from harness.targets.registry import persona_names
 
 TOP_KEYS: tuple[str, ...] = (
-    "description", "applies_to", "tags", "extensions", "provisioning", "steps",
+    "description", "applies_to", "tags", "extensions", "provisioning", "update_channel",
+    "steps",
 )
 APPLIES_TO_KEYS: tuple[str, ...] = ("systemd", "personas", "targets", "reason")
 WHEN_KEYS: tuple[str, ...] = ("systemd", "personas", "targets", "reason")
@@ -69,6 +75,9 @@ STEP_EXTRA_KEYS: Mapping[str, tuple[str, ...]] = {
     "reboot": (),
     "os_update": (),
     "os_rollback": (),
+    "sysupdate": ("expect",),
+    "publish": (),
+    "tamper": (),
     "expect": (),
 }
 UNIT_STATES: tuple[str, ...] = (
@@ -117,6 +126,8 @@ class _Ctx:
         self.path = path
         self.lines: Mapping[str, int] = lines or {}
         self.errors: list[ConfigError] = []
+        # The scenario's update channel, once parsed: `publish`/`tamper` steps name its parts.
+        self.channel: ChannelSpec | None = None
 
     def sorted_errors(self) -> list[ConfigError]:
         """Errors in file order (discovery order breaks ties), as a reader scans the file."""
@@ -780,6 +791,12 @@ def _build_step(
                       allowed=f"`- {action}`, or `{action}:` with no value")
         else:
             step = OsUpdateStep(slot=OS_UPDATE_SLOTS[action], **common)
+    elif action == "sysupdate":
+        args = _nonempty_str(ctx, akey, value, "sysupdate")
+        if args is not None:
+            step = SysupdateStep(args=args.strip(), expect=expect, **common)
+    elif action in CHANNEL_ACTIONS:
+        step = _channel_step(ctx, akey, action, value, common)
     elif action == "expect":
         block = _parse_expect(ctx, akey, value, command=False)
         if block is not None:
@@ -822,6 +839,30 @@ def _install_step(
     return InstallStep(extension=name, dir=directory, as_name=as_name, **common)
 
 
+def _channel_step(ctx: _Ctx, key: str, action: str, value: object,
+                  common: dict[str, Any]) -> ChannelStep | None:
+    """`publish: {component: hello, version: 1.3.0}` (same shape for `tamper:`)."""
+    allowed = f"`{action}: {{component: NAME, version: VERSION}}`"
+    channel = ctx.channel
+    if channel is None:
+        ctx.error(key, f"`{action}` needs an `update_channel:` block in the scenario", value,
+                  allowed=allowed)
+        return None
+    if not isinstance(value, dict) or set(value) != {"component", "version"}:
+        ctx.error(key, "expected a mapping with exactly `component` and `version`", value,
+                  allowed=allowed)
+        return None
+    component, version = value["component"], value["version"]
+    if component not in channel.components:
+        ctx.error(f"{key}.component", "not a component of update_channel", component,
+                  allowed=", ".join(channel.components))
+        return None
+    if not isinstance(version, str | int | float) or not str(version).strip():
+        ctx.error(f"{key}.version", "expected a version string", version, allowed="e.g. 1.3.0")
+        return None
+    return ChannelStep(verb=action, component=component, version=str(version), **common)
+
+
 def _verb_args(ctx: _Ctx, key: str, value: object) -> str | None:
     """`merge`, `merge:` (null), `merge: {}` or `merge: {args: "--force"}`."""
     allowed = '`- merge`, or `merge: {args: "--force"}`'
@@ -844,6 +885,22 @@ def _verb_args(ctx: _Ctx, key: str, value: object) -> str | None:
                   allowed='command-line arguments, e.g. "--force"')
         ok = False
     return args.strip() if ok else None
+
+
+def _check_channel_extensions(ctx: _Ctx, channel: ChannelSpec | None,
+                              specs: Mapping[str, ExtensionSpec]) -> None:
+    """Channel images are sysext disk images: sysupdate downloads files, not trees."""
+    if channel is None:
+        return
+    for name, component in channel.components.items():
+        spec = specs.get(component.extension)
+        if spec is None:
+            continue
+        key = f"update_channel.components.{name}.extension"
+        if spec.type != "sysext" or spec.format == "directory" or spec.is_prebuilt:
+            ctx.error(key, "channel images are built from a sysext spec in an image format",
+                      component.extension, allowed="an extension with type sysext and "
+                      "format squashfs or erofs")
 
 
 # ------------------------------------------------------------------------------ entry
@@ -894,6 +951,12 @@ def _parse(path: Path, ctx: _Ctx) -> Scenario | None:
         provisioning = parse_provisioning(ctx, "provisioning", data["provisioning"], path,
                                           extension_names)
 
+    if "update_channel" in data:
+        ctx.channel = parse_update_channel(
+            ctx, "update_channel", data["update_channel"], extension_names)
+        _check_channel_extensions(ctx, ctx.channel, specs or {})
+    channel = ctx.channel
+
     steps: list[Step] = []
     if "steps" not in data and provisioning is not None and provisioning.expect_failure:
         pass  # the scenario ends when provisioning fails as expected
@@ -919,6 +982,7 @@ def _parse(path: Path, ctx: _Ctx) -> Scenario | None:
         tags=tags,
         extensions=MappingProxyType(dict(specs or {})),
         provisioning=provisioning,
+        update_channel=channel,
         steps=tuple(steps),
     )
 

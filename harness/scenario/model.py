@@ -20,6 +20,7 @@ from harness.scenario.provisioning import Provisioning
 
 if TYPE_CHECKING:
     from harness.extensions.spec import ExtensionSpec
+    from harness.sysupdate.model import ChannelSpec
 
 # Personas the reference targets can wear; `applies_to.personas` / `when.personas` must
 # name one of these so a typo does not silently disable a scenario everywhere.
@@ -363,6 +364,47 @@ class RunStep(CommandStep):
         return f"run: {first}"
 
 
+# Where Debian (and upstream) install systemd-sysupdate: it is not on $PATH.
+SYSUPDATE = "/usr/lib/systemd/systemd-sysupdate"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SysupdateStep(CommandStep):
+    """`sysupdate: ARGS`: run systemd-sysupdate in the guest against the scenario's channel."""
+
+    args: str
+
+    @property
+    def action(self) -> str:
+        return "sysupdate"
+
+    @property
+    def command(self) -> str:
+        return f"{SYSUPDATE} {self.args}"
+
+    @property
+    def summary(self) -> str:
+        return f"sysupdate {self.args}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChannelStep(Step):
+    """`publish:` (a new version appears on the channel) or `tamper:` (one byte of a
+    published version's images changes after SHA256SUMS was written)."""
+
+    verb: str  # "publish" or "tamper"
+    component: str
+    version: str
+
+    @property
+    def action(self) -> str:
+        return self.verb
+
+    @property
+    def summary(self) -> str:
+        return f"{self.verb} {self.component} {self.version}"
+
+
 @dataclass(frozen=True, kw_only=True)
 class RebootStep(Step):
     @property
@@ -418,11 +460,17 @@ ACTIONS: tuple[str, ...] = (
     "reboot",
     "os_update",
     "os_rollback",
+    "sysupdate",
+    "publish",
+    "tamper",
     "expect",
 )
 # The /usr slot each OS update action boots.
 OS_UPDATE_SLOTS: Mapping[str, str] = MappingProxyType({"os_update": "B", "os_rollback": "A"})
-COMMAND_ACTIONS: tuple[str, ...] = ("merge", "unmerge", "refresh", "sysext", "run")
+COMMAND_ACTIONS: tuple[str, ...] = (
+    "merge", "unmerge", "refresh", "sysext", "run", "sysupdate",
+)
+CHANNEL_ACTIONS: tuple[str, ...] = ("publish", "tamper")
 BARE_ACTIONS: tuple[str, ...] = (
     "merge", "unmerge", "refresh", "reboot", "os_update", "os_rollback",
 )
@@ -445,6 +493,7 @@ class Scenario:
     )
     steps: tuple[Step, ...] = ()
     provisioning: Provisioning | None = None  # first-boot config; None: start from a snapshot
+    update_channel: ChannelSpec | None = None  # a systemd-sysupdate channel served by the host
 
     def installed_extensions(self) -> tuple[str, ...]:
         """Extension names some `install` step uses, in first-use order."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import posixpath
 import shlex
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,6 +30,7 @@ from harness.scenario.expectations import (
 )
 from harness.scenario.model import (
     SWITCH_USR_SLOT,
+    ChannelStep,
     CommandStep,
     Expectation,
     ExpectStep,
@@ -69,6 +71,18 @@ class Machine(Protocol):
     def reboot(self) -> None: ...
 
     def log(self, message: str) -> None: ...
+
+
+class Channel(Protocol):
+    """The slice of `harness.sysupdate.channel.UpdateChannel` the runner uses."""
+
+    def guest_files(self) -> list[tuple[str, bytes]]: ...
+
+    def guest_directories(self) -> list[str]: ...
+
+    def publish(self, component: str, version: str) -> list[str]: ...
+
+    def tamper(self, component: str, version: str) -> list[str]: ...
 
 
 class RunnerTarget(TargetLike, Protocol):
@@ -173,7 +187,9 @@ class _Run:
         artifacts: Mapping[str, Artifact],
         resolved: Mapping[int, Expectation],
         log: _StepLog,
+        channel: Channel | None = None,
     ) -> None:
+        self.channel = channel
         self.scenario = scenario
         self.machine = machine
         self.target = target
@@ -189,12 +205,13 @@ class _Run:
         )
         return result
 
-    def setup(self, step: Step, command: str) -> None:
+    def setup(self, step: Step | None, command: str) -> None:
         """A set-up command: failing is a harness error, not an expectation failure."""
-        result = self.guest(command, step.timeout)
+        result = self.guest(command, step.timeout if step else 60)
         if result.exit_code != 0:
+            what = step.label if step else "update channel"
             raise HarnessError(
-                f"{step.label}: set-up command failed on {self.target.name}\n"
+                f"{what}: set-up command failed on {self.target.name}\n"
                 + format_command(command, result.exit_code, result.stdout, result.stderr)
             )
 
@@ -217,6 +234,8 @@ class _Run:
             self.machine.reboot()
         elif isinstance(step, OsUpdateStep):
             self.os_update(step)
+        elif isinstance(step, ChannelStep):
+            self.change_channel(step)
         elif isinstance(step, CommandStep):
             command = step.command
             result = self.guest(command, step.timeout)
@@ -266,6 +285,32 @@ class _Run:
             )
         self.machine.log(f"{step.action}: running /usr slot {step.slot}")
 
+    def change_channel(self, step: ChannelStep) -> None:
+        if self.channel is None:  # pragma: no cover - the loader requires update_channel
+            raise HarnessError(f"{step.label}: the scenario has no update channel")
+        if step.verb == "publish":
+            files = self.channel.publish(step.component, step.version)
+        else:
+            files = self.channel.tamper(step.component, step.version)
+        self.log.write(f"(channel: {step.verb} {', '.join(files)})")
+
+    def install_channel(self) -> None:
+        """Transfer files, target directories and (signed channels) the public keyring,
+        as a distribution's provisioning would put them in place."""
+        assert self.channel is not None
+        self.log.write("\n== update channel: transfer files and keys")
+        dirs = self.channel.guest_directories()
+        if dirs:
+            self.setup(None, "mkdir -p " + " ".join(shlex.quote(d) for d in dirs))
+        with tempfile.TemporaryDirectory(prefix="sysext-harness-channel-") as tmp:
+            for i, (remote, content) in enumerate(self.channel.guest_files()):
+                local = Path(tmp) / str(i)
+                local.write_bytes(content)
+                self.log.write(f"(copy {remote})\n" + (
+                    content.decode() if remote.endswith((".transfer", ".conf")) else ""))
+                self.machine.copy_to(local, remote)
+                self.setup(None, f"chmod 0644 {shlex.quote(remote)}")
+
     def install(self, step: InstallStep) -> None:
         artifact = self.artifacts[step.extension]
         spec = self.scenario.extensions.get(step.extension)
@@ -303,6 +348,7 @@ def run_scenario(
     target: RunnerTarget,
     artifacts: Mapping[str, Artifact],
     log_path: Path | None = None,
+    channel: Channel | None = None,
 ) -> None:
     """Run every step in order; raise on the first failing step.
 
@@ -320,7 +366,9 @@ def run_scenario(
             f"persona {target.persona.name}, machine {machine.name}"
         )
         machine.log(f"scenario {scenario.name}: {scenario.description}")
-        run = _Run(scenario, machine, target, artifacts, resolved, log)
+        run = _Run(scenario, machine, target, artifacts, resolved, log, channel)
+        if channel is not None:
+            run.install_channel()
         for step in scenario.steps:
             title = f"step {step.index + 1}/{total} ({step.name or step.summary})"
             if step.when is not None:

@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -145,13 +146,28 @@ def debian_mirror() -> str:
     return DEFAULT_MIRROR
 
 
+_lock_held = threading.local()
+
+
 @contextlib.contextmanager
 def _build_lock() -> Iterator[None]:
-    """One build at a time per cache, also across concurrent harness processes."""
+    """One build at a time per cache, also across concurrent harness processes. Re-entrant
+    in a thread, so a build under the lock may build what it needs (a DDI's toolbox)."""
+    if getattr(_lock_held, "depth", 0):
+        _lock_held.depth += 1
+        try:
+            yield
+        finally:
+            _lock_held.depth -= 1
+        return
     cache_dir().mkdir(parents=True, exist_ok=True)
     with open(cache_dir() / ".build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
+        _lock_held.depth = 1
+        try:
+            yield
+        finally:
+            _lock_held.depth = 0
 
 
 def _check_root() -> None:

@@ -18,6 +18,8 @@ class BaseRecipe:
     packages: tuple[str, ...]  # "name" or "name/suite" (e.g. systemd/bookworm-backports)
     extra_suites: tuple[str, ...] = ()  # more suites in sources, e.g. ("bookworm-backports",)
     default: bool = True  # its targets are in the default target set
+    # systemd-sysupdate is installed (Debian 12 builds systemd with -Dsysupdate=false).
+    sysupdate: bool = True
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ _PERSONA_KEYS = {
     "builtin_extension_dir", "builtin_extensions", "update",
 }
 _UPDATE_KEYS = {"os_release", "relink_per_version"}
-_BASE_KEYS = {"name", "suite", "systemd_version", "packages", "extra_suites", "default"}
+_BASE_KEYS = {"name", "suite", "systemd_version", "packages", "extra_suites", "default",
+              "sysupdate"}
 
 
 def _load_yaml(path: Path, allowed: set[str]) -> dict:
@@ -40,6 +41,7 @@ def load_base(path: Path) -> BaseRecipe:
         packages=tuple(d["packages"]),
         extra_suites=tuple(d.get("extra_suites", ())),
         default=bool(d.get("default", True)),
+        sysupdate=bool(d.get("sysupdate", True)),
     )
 
 
