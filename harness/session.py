@@ -20,6 +20,7 @@ import yaml
 
 from harness.errors import AssertionFailed, HarnessError, ProvisioningFailed
 from harness.extensions.build import Artifact, build_extension
+from harness.extensions.signing import VerityKeys, run_keys
 from harness.extensions.spec import ExtensionSpec
 from harness.machine.machine import Machine
 from harness.machine.pool import MachinePool
@@ -53,17 +54,20 @@ class LazyArtifacts(Mapping[str, Artifact]):
     step first needs it: an extension used only by a step that does not run on this target
     is never built, so its `host` values need not exist there."""
 
-    def __init__(self, scenario: Scenario, target: Target) -> None:
+    def __init__(self, scenario: Scenario, target: Target,
+                 keys: Callable[[], VerityKeys] | None = None) -> None:
         self.scenario = scenario
         self.target = target
+        self._keys = keys
         self._built: dict[str, Artifact] = {}
 
     def __getitem__(self, name: str) -> Artifact:
         if name not in self._built:
             spec = self.scenario.extensions[name]
+            keys = self._keys() if self._keys is not None and spec.ddi else None
             self._built[name] = build_extension(
                 spec, self.target.os_release, architecture=self.target.architecture,
-                cache_dir=cache_dir(), target_label=self.target.name)
+                cache_dir=cache_dir(), target_label=self.target.name, keys=keys)
         return self._built[name]
 
     def __contains__(self, name: object) -> bool:
@@ -101,6 +105,7 @@ class HarnessSession:
         self.run_dir = RunDir()
         self.pool = MachinePool(self.run_dir.path, artifacts=self.artifacts)
         self._signing_key: SigningKey | None = None
+        self._verity_keys: VerityKeys | None = None
         self.restore_seconds: list[float] = []
         self.scenario_seconds: dict[str, float] = {}
         atexit.register(self.close)
@@ -120,8 +125,15 @@ class HarnessSession:
             self._signing_key = SigningKey(self.run_dir.path / "gnupg")
         return self._signing_key
 
+    def verity_keys(self) -> VerityKeys:
+        """The run's verity signing keys (trusted and untrusted), made on first use, or
+        the user's pair from $SYSEXT_HARNESS_SIGNING_KEY/_CERT."""
+        if self._verity_keys is None:
+            self._verity_keys = run_keys(self.run_dir.path / "verity")
+        return self._verity_keys
+
     def build_artifacts(self, scenario: Scenario, target: Target) -> Mapping[str, Artifact]:
-        return LazyArtifacts(scenario, target)
+        return LazyArtifacts(scenario, target, self.verity_keys)
 
     def machine(self, target: Target, label: str, logfile: Path | None = None) -> Machine:
         """A restored machine for a test; the caller stops it with `pool.stop`."""
@@ -180,7 +192,8 @@ class HarnessSession:
                    channel: UpdateChannel | None = None) -> None:
         try:
             run_scenario(scenario, machine, target, artifacts, log_path=out / "steps.log",
-                         channel=channel)
+                         channel=channel,
+                         certificate=lambda: self.verity_keys().trusted.certificate_pem())
         finally:
             self._collect(machine, out)
             self.pool.stop(machine)

@@ -9,6 +9,7 @@ place, so an interrupted build never leaves a half-written artifact behind.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import json
@@ -300,6 +301,14 @@ def build_extension(
             format="prebuilt",
             digest=prebuilt_digest(spec.image),
         )
+
+    if spec.tamper is not None:
+        from harness.extensions.tamper import tamper_artifact
+
+        clean = build_extension(dataclasses.replace(spec, tamper=None), host_os_release,
+                                architecture=architecture, cache_dir=cache_dir,
+                                target_label=target_label, keys=keys)
+        return tamper_artifact(clean, spec, cache_dir)
 
     if spec.ddi is not None:
         from harness.extensions.ddi import build_ddi

@@ -36,20 +36,13 @@ SPEC_KEYS = (
     "units",
     "ddi",
     "ddi_partition",
+    "tamper",
     "image",
 )
 #: Keys that cannot be combined with ``image:`` (they describe something to build).
-BUILD_KEYS = (
-    "format",
-    "release",
-    "release_name",
-    "relaxed_release_name",
-    "files",
-    "units",
-    "ddi",
-    "ddi_partition",
-)
-FILE_KEYS = ("path", "content", "symlink", "directory", "mode")
+BUILD_KEYS = tuple(k for k in SPEC_KEYS if k not in ("type", "image"))
+FILE_KEYS = ("path", "content", "symlink", "directory", "mode", "size")
+MAX_FILE_SIZE = 16 << 20  # `size:` is for test payloads, not for real content
 
 RELAXED_XATTR = "user.extension-release.strict"
 
@@ -144,6 +137,9 @@ class ExtensionSpec:
     units: tuple[tuple[str, str], ...] = ()
     ddi: str | None = None  # None: a bare file system image; else one of DDI_VALUES
     ddi_partition: str = "root"
+    # A file of the spec whose content gets one byte flipped in the built image, after
+    # verity hashes and signature were made: what a corrupted disk or a hostile mirror serves.
+    tamper: str | None = None
     image: Path | None = None
     # Where the spec came from, only for error messages (not part of equality or the digest).
     source: str | None = field(default=None, compare=False, repr=False)
@@ -392,6 +388,19 @@ def _parse_file(c: _Collector, item: object, key: str) -> FileEntry | None:
         )
         ok = False
 
+    if "size" in item:
+        size = item["size"]
+        if "content" not in item or not isinstance(content, str) or not content:
+            c.add("size repeats a file's content, so it needs non-empty content",
+                  key=_key(key, "size"), value=size, allowed="size together with content")
+            ok = False
+        elif isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= MAX_FILE_SIZE:
+            c.add("size must be a number of bytes", key=_key(key, "size"), value=size,
+                  allowed=f"1 to {MAX_FILE_SIZE}")
+            ok = False
+        else:
+            content = (content * (size // len(content) + 1))[:size]
+
     mode: int | None = None
     if "mode" in item:
         if "symlink" in item:
@@ -552,6 +561,26 @@ def _parse_ddi(
     return ddi, str(partition)  # type: ignore[arg-type]
 
 
+def _parse_tamper(c: _Collector, data: dict[str, object], key_prefix: str, fmt: str,
+                  files: tuple[FileEntry, ...]) -> str | None:
+    """``tamper: /usr/share/x``: that file's bytes must be findable in the image, so the
+    image must not be compressed (erofs is written uncompressed; squashfs is not)."""
+    if "tamper" not in data:
+        return None
+    key = _key(key_prefix, "tamper")
+    value = data["tamper"]
+    with_content = [f.path for f in files if f.content is not None and len(f.content) >= 16]
+    if not isinstance(value, str) or value not in with_content:
+        c.add("tamper names no file of this spec with at least 16 bytes of content", key=key,
+              value=value, allowed=", ".join(with_content) or "(no such file)")
+        return None
+    if fmt != "erofs":
+        c.add("tamper needs an uncompressed image", key=key, value=value,
+              allowed="format: erofs (squashfs compresses, a directory is no image)")
+        return None
+    return value
+
+
 # --------------------------------------------------------------------------- public API
 
 
@@ -673,6 +702,7 @@ def parse_extension_spec(
     files = _parse_files(c, data.get("files"), _key(key_prefix, "files"))
     units = _parse_units(c, data.get("units"), _key(key_prefix, "units"))
     ddi, ddi_partition = _parse_ddi(c, data, key_prefix, fmt, ext_type)
+    tamper = _parse_tamper(c, data, key_prefix, fmt, files)
     c.raise_if_any()
     assert checked_name is not None
 
@@ -687,6 +717,7 @@ def parse_extension_spec(
         units=units,
         ddi=ddi,
         ddi_partition=ddi_partition,
+        tamper=tamper,
         source=src,
         key_prefix=key_prefix,
     )

@@ -48,6 +48,7 @@ from harness.scenario.model import (
     SymlinkStep,
     SysextStep,
     SysupdateStep,
+    TrustCertificateStep,
 )
 from harness.scenario.provisioning import parse_provisioning
 from harness.scenario.update_channel import parse_update_channel
@@ -78,6 +79,7 @@ STEP_EXTRA_KEYS: Mapping[str, tuple[str, ...]] = {
     "sysupdate": ("expect",),
     "publish": (),
     "tamper": (),
+    "trust_certificate": (),
     "expect": (),
 }
 UNIT_STATES: tuple[str, ...] = (
@@ -795,6 +797,8 @@ def _build_step(
         args = _nonempty_str(ctx, akey, value, "sysupdate")
         if args is not None:
             step = SysupdateStep(args=args.strip(), expect=expect, **common)
+    elif action == "trust_certificate":
+        step = _trust_step(ctx, akey, value, common)
     elif action in CHANNEL_ACTIONS:
         step = _channel_step(ctx, akey, action, value, common)
     elif action == "expect":
@@ -837,6 +841,19 @@ def _install_step(
     if not ok:
         return None
     return InstallStep(extension=name, dir=directory, as_name=as_name, **common)
+
+
+def _trust_step(ctx: _Ctx, key: str, value: object,
+                common: dict[str, Any]) -> TrustCertificateStep | None:
+    """`- trust_certificate` or `trust_certificate: {dir: /run/verity.d}`."""
+    if value is None:
+        return TrustCertificateStep(**common)
+    if not isinstance(value, dict) or set(value) != {"dir"}:
+        ctx.error(key, "expected nothing or a mapping with `dir`", value,
+                  allowed="`- trust_certificate` or `trust_certificate: {dir: /run/verity.d}`")
+        return None
+    directory = _abs_path(ctx, f"{key}.dir", value["dir"], allow_root=False)
+    return TrustCertificateStep(dir=directory, **common) if directory else None
 
 
 def _channel_step(ctx: _Ctx, key: str, action: str, value: object,

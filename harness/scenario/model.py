@@ -364,6 +364,31 @@ class RunStep(CommandStep):
         return f"run: {first}"
 
 
+# Where `trust_certificate` puts the run's verity certificate by default: the first
+# directory systemd's userspace signature check reads (sysext-behaviour reference §4.3).
+DEFAULT_VERITY_DIR = "/etc/verity.d"
+CERTIFICATE_NAME = "sysext-harness.crt"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrustCertificateStep(Step):
+    """Install the run's verity signing certificate where systemd looks for trusted ones."""
+
+    dir: str = DEFAULT_VERITY_DIR
+
+    @property
+    def action(self) -> str:
+        return "trust_certificate"
+
+    @property
+    def path(self) -> str:
+        return posixpath.join(self.dir, CERTIFICATE_NAME)
+
+    @property
+    def summary(self) -> str:
+        return f"trust_certificate {self.path}"
+
+
 # Where Debian (and upstream) install systemd-sysupdate: it is not on $PATH.
 SYSUPDATE = "/usr/lib/systemd/systemd-sysupdate"
 
@@ -463,6 +488,7 @@ ACTIONS: tuple[str, ...] = (
     "sysupdate",
     "publish",
     "tamper",
+    "trust_certificate",
     "expect",
 )
 # The /usr slot each OS update action boots.
@@ -472,7 +498,7 @@ COMMAND_ACTIONS: tuple[str, ...] = (
 )
 CHANNEL_ACTIONS: tuple[str, ...] = ("publish", "tamper")
 BARE_ACTIONS: tuple[str, ...] = (
-    "merge", "unmerge", "refresh", "reboot", "os_update", "os_rollback",
+    "merge", "unmerge", "refresh", "reboot", "os_update", "os_rollback", "trust_certificate",
 )
 
 

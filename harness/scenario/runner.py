@@ -13,7 +13,7 @@ import posixpath
 import shlex
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
@@ -44,6 +44,7 @@ from harness.scenario.model import (
     Step,
     SymlinkStep,
     TargetLike,
+    TrustCertificateStep,
 )
 
 if TYPE_CHECKING:
@@ -188,8 +189,10 @@ class _Run:
         resolved: Mapping[int, Expectation],
         log: _StepLog,
         channel: Channel | None = None,
+        certificate: Callable[[], bytes] | None = None,
     ) -> None:
         self.channel = channel
+        self.certificate = certificate
         self.scenario = scenario
         self.machine = machine
         self.target = target
@@ -209,7 +212,7 @@ class _Run:
         """A set-up command: failing is a harness error, not an expectation failure."""
         result = self.guest(command, step.timeout if step else 60)
         if result.exit_code != 0:
-            what = step.label if step else "update channel"
+            what = step.label if step else "set-up"
             raise HarnessError(
                 f"{what}: set-up command failed on {self.target.name}\n"
                 + format_command(command, result.exit_code, result.stdout, result.stderr)
@@ -236,6 +239,8 @@ class _Run:
             self.os_update(step)
         elif isinstance(step, ChannelStep):
             self.change_channel(step)
+        elif isinstance(step, TrustCertificateStep):
+            self.trust_certificate(step)
         elif isinstance(step, CommandStep):
             command = step.command
             result = self.guest(command, step.timeout)
@@ -294,6 +299,19 @@ class _Run:
             files = self.channel.tamper(step.component, step.version)
         self.log.write(f"(channel: {step.verb} {', '.join(files)})")
 
+    def trust_certificate(self, step: TrustCertificateStep) -> None:
+        if self.certificate is None:
+            raise HarnessError(f"{step.label}: this run has no verity signing certificate")
+        self.copy_bytes(self.certificate(), step.path)
+
+    def copy_bytes(self, content: bytes, remote: str) -> None:
+        """Put `content` at `remote` (mode 0644), logging the copy."""
+        with tempfile.TemporaryDirectory(prefix="sysext-harness-copy-") as tmp:
+            local = Path(tmp) / "content"
+            local.write_bytes(content)
+            self.machine.copy_to(local, remote)
+        self.setup(None, f"chmod 0644 {shlex.quote(remote)}")
+
     def install_channel(self) -> None:
         """Transfer files, target directories and (signed channels) the public keyring,
         as a distribution's provisioning would put them in place."""
@@ -302,14 +320,10 @@ class _Run:
         dirs = self.channel.guest_directories()
         if dirs:
             self.setup(None, "mkdir -p " + " ".join(shlex.quote(d) for d in dirs))
-        with tempfile.TemporaryDirectory(prefix="sysext-harness-channel-") as tmp:
-            for i, (remote, content) in enumerate(self.channel.guest_files()):
-                local = Path(tmp) / str(i)
-                local.write_bytes(content)
-                self.log.write(f"(copy {remote})\n" + (
-                    content.decode() if remote.endswith((".transfer", ".conf")) else ""))
-                self.machine.copy_to(local, remote)
-                self.setup(None, f"chmod 0644 {shlex.quote(remote)}")
+        for remote, content in self.channel.guest_files():
+            self.log.write(f"(copy {remote})\n" + (
+                content.decode() if remote.endswith((".transfer", ".conf")) else ""))
+            self.copy_bytes(content, remote)
 
     def install(self, step: InstallStep) -> None:
         artifact = self.artifacts[step.extension]
@@ -349,6 +363,7 @@ def run_scenario(
     artifacts: Mapping[str, Artifact],
     log_path: Path | None = None,
     channel: Channel | None = None,
+    certificate: Callable[[], bytes] | None = None,
 ) -> None:
     """Run every step in order; raise on the first failing step.
 
@@ -366,7 +381,7 @@ def run_scenario(
             f"persona {target.persona.name}, machine {machine.name}"
         )
         machine.log(f"scenario {scenario.name}: {scenario.description}")
-        run = _Run(scenario, machine, target, artifacts, resolved, log, channel)
+        run = _Run(scenario, machine, target, artifacts, resolved, log, channel, certificate)
         if channel is not None:
             run.install_channel()
         for step in scenario.steps:

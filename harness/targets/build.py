@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import versions
 from harness.errors import HarnessError
 from harness.paths import cache_dir, images_dir
 from harness.run import run
@@ -312,6 +313,13 @@ def _apply_persona(rootfs: Path, target: Target) -> None:
     if persona.relink_per_version:
         (rootfs / "etc/sysext-harness/flatcar-relink-enabled").touch()
     (rootfs / "etc/sysext-harness/slot").write_text(USR_SLOTS[0] + "\n")
+    for name, content, constraint in persona.files:
+        if constraint is not None and not versions.matches(constraint, target.systemd_version):
+            continue
+        dest = rootfs / name.lstrip("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(content)
+        dest.chmod(0o644)
     (rootfs / "etc/hostname").write_text(target.name + "\n")
     for directory in (persona.extension_dir, *persona.extension_dirs):
         if directory.startswith(("/usr", "/run")):

@@ -41,6 +41,9 @@ class Persona:
     # Repoint /etc/extensions/NAME.raw -> .../NAME-<version>.raw to the running version at
     # boot, as Flatcar's initrd does (flatcar-sysext-relink.service).
     relink_per_version: bool = False
+    # Files the distribution puts on its root file system: (path, content, systemd
+    # constraint or None), e.g. Kairos's drop-in for systemd-sysext.service.
+    files: tuple[tuple[str, str, str | None], ...] = ()
     notes: str = ""
 
 

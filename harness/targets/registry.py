@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from harness import versions
 from harness.errors import ConfigError
 from harness.paths import images_dir
 from harness.targets.model import BaseRecipe, Persona, Target
@@ -15,7 +16,7 @@ from harness.targets.model import BaseRecipe, Persona, Target
 _PERSONA_KEYS = {
     "name", "title", "default_user", "provisioning", "ignition_fw_cfg_name",
     "extension_dir", "extension_dirs", "os_release", "notes",
-    "builtin_extension_dir", "builtin_extensions", "update",
+    "builtin_extension_dir", "builtin_extensions", "update", "files",
 }
 _UPDATE_KEYS = {"os_release", "relink_per_version"}
 _BASE_KEYS = {"name", "suite", "systemd_version", "packages", "extra_suites", "default",
@@ -70,6 +71,39 @@ def _load_update(path: Path, d: dict) -> tuple[dict[str, str], bool]:
     return {str(k): str(v) for k, v in fields.items()}, relink
 
 
+def _load_files(path: Path, d: dict) -> tuple[tuple[str, str, str | None], ...]:
+    """The persona's `files:` list: {path, content, systemd (optional constraint)}."""
+    files = d.get("files") or []
+    allowed = "a list of {path: /etc/..., content: TEXT, systemd: \">=254\" (optional)}"
+    if not isinstance(files, list):
+        raise ConfigError("expected a list", file=path, key="files", allowed=allowed)
+    out = []
+    for i, entry in enumerate(files):
+        key = f"files[{i}]"
+        if not isinstance(entry, dict) or not {"path", "content"} <= set(entry) or not set(
+                entry) <= {"path", "content", "systemd"}:
+            raise ConfigError("expected path, content and optionally systemd", file=path,
+                              key=key, allowed=allowed)
+        name, content, constraint = entry["path"], entry["content"], entry.get("systemd")
+        if (not isinstance(name, str) or not name.startswith("/") or ".." in name.split("/")
+                or name == "/usr" or name.startswith("/usr/")):
+            raise ConfigError("not an absolute path outside /usr (persona files go to the "
+                              "persistent root; /usr is built from packages)", file=path,
+                              key=f"{key}.path", value=name,
+                              allowed="e.g. /etc/systemd/system/x.service.d/y.conf")
+        if not isinstance(content, str):
+            raise ConfigError("content must be text", file=path, key=f"{key}.content")
+        if constraint is not None:
+            try:
+                versions.matches(str(constraint), 0)
+            except ValueError as exc:
+                raise ConfigError(f"invalid systemd constraint: {exc}", file=path,
+                                  key=f"{key}.systemd", value=constraint,
+                                  allowed="e.g. \">=254\"") from exc
+        out.append((name, content, None if constraint is None else str(constraint)))
+    return tuple(out)
+
+
 def load_persona(path: Path) -> Persona:
     d = _load_yaml(path, _PERSONA_KEYS)
     update_os_release, relink = _load_update(path, d)
@@ -86,6 +120,7 @@ def load_persona(path: Path) -> Persona:
         builtin_extensions=tuple((d.get("builtin_extensions") or {}).items()),
         update_os_release=update_os_release,
         relink_per_version=relink,
+        files=_load_files(path, d),
         notes=d.get("notes", ""),
     )
 

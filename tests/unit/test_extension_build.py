@@ -318,3 +318,23 @@ def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert default_cache_dir() == tmp_path / "home" / ".cache" / "sysext-harness"
+
+
+@needs_erofs
+def test_tamper_flips_one_byte_of_the_file_and_keeps_the_clean_build(tmp_path: Path) -> None:
+    data = {"format": "erofs", "tamper": "/usr/share/blob",
+            "files": [{"path": "/usr/share/blob", "content": "tamper-me ", "size": 8192}]}
+    spec = parse_extension_spec("hello", data, source=None, key_prefix="extensions.hello")
+    clean_spec = dataclasses.replace(spec, tamper=None)
+    clean = build_extension(clean_spec, HOST, cache_dir=tmp_path)
+    before = clean.path.read_bytes()
+    bad = build_extension(spec, HOST, cache_dir=tmp_path)
+    assert bad.path != clean.path and bad.digest != clean.digest
+    assert clean.path.read_bytes() == before
+    after = bad.path.read_bytes()
+    diff = [i for i, (a, b) in enumerate(zip(before, after, strict=True)) if a != b]
+    assert len(diff) == 1
+    needle = ("tamper-me " * 820)[:8192].encode()
+    assert diff[0] == before.find(needle) + len(needle) // 4
+    # cached: the same tampered file again
+    assert build_extension(spec, HOST, cache_dir=tmp_path).path == bad.path

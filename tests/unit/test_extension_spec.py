@@ -195,7 +195,7 @@ def test_unknown_file_key() -> None:
     err = one_error(
         {"files": [{"path": "/usr/a", "content": "", "owner": "x"}]}, f"{PREFIX}.files[0].owner"
     )
-    assert err.allowed == "path, content, symlink, directory, mode"
+    assert err.allowed == "path, content, symlink, directory, mode, size"
 
 
 @pytest.mark.parametrize(
@@ -505,3 +505,26 @@ def test_render_release_quoting() -> None:
         {"ID": "_any", "NAME": "Hello World", "Q": 'a"b', "RAW": "'testos'", "E": ""}
     )
     assert text == 'ID=_any\nNAME="Hello World"\nQ="a\\"b"\nRAW=\'testos\'\nE=\n'
+
+
+def test_size_repeats_content_and_needs_it() -> None:
+    spec = parse_extension_spec("big", {"files": [
+        {"path": "/usr/share/big", "content": "0123456789", "size": 25}]},
+        source=None, key_prefix=PREFIX)
+    assert spec.files[0].content == "0123456789012345678901234"
+    one_error({"files": [{"path": "/usr/a", "symlink": "b", "size": 3}]},
+              f"{PREFIX}.files[0].size")
+    one_error({"files": [{"path": "/usr/a", "content": "x", "size": 0}]},
+              f"{PREFIX}.files[0].size")
+
+
+def test_tamper_needs_an_uncompressed_image_and_a_known_file() -> None:
+    files = [{"path": "/usr/share/blob", "content": "x" * 32}]
+    spec = parse_extension_spec("t", {"format": "erofs", "tamper": "/usr/share/blob",
+                                      "files": files}, source=None, key_prefix=PREFIX)
+    assert spec.tamper == "/usr/share/blob"
+    err = one_error({"format": "squashfs", "tamper": "/usr/share/blob", "files": files},
+                    f"{PREFIX}.tamper")
+    assert "erofs" in (err.allowed or "")
+    one_error({"format": "erofs", "tamper": "/usr/share/other", "files": files},
+              f"{PREFIX}.tamper")

@@ -64,3 +64,31 @@ def test_bad_constraints_are_recognised() -> None:
     assert not versions.is_valid_constraint(">= abc")
     assert not versions.is_valid_constraint("")
     assert versions.is_valid_constraint(">=254,<257")
+
+
+def test_kairos_persona_ships_its_verity_dropin_from_254() -> None:
+    persona = get_target("refos-257-kairos").persona
+    [(path, content, constraint)] = persona.files
+    assert path == "/etc/systemd/system/systemd-sysext.service.d/kairos-sysext.conf"
+    assert '--image-policy="root=verity+absent:usr=verity+absent"' in content
+    assert constraint == ">=254"
+    assert not versions.matches(constraint, 252)
+    assert get_target("refos-257-flatcar").persona.files == ()
+
+
+@pytest.mark.parametrize(("files", "key"), [
+    ("files: {a: b}", "files"),
+    ("files: [{path: /usr/lib/x, content: y}]", "files[0].path"),
+    ("files: [{path: etc/x, content: y}]", "files[0].path"),
+    ("files: [{path: /etc/x, content: y, systemd: 'newer'}]", "files[0].systemd"),
+    ("files: [{path: /etc/x}]", "files[0]"),
+])
+def test_persona_files_are_validated(tmp_path, files: str, key: str) -> None:  # type: ignore[no-untyped-def]
+    from harness.targets.registry import load_persona
+
+    path = tmp_path / "p.yaml"
+    path.write_text("name: p\ntitle: P\ndefault_user: u\nextension_dir: /var/lib/extensions\n"
+                    "os_release: {ID: p}\n" + files + "\n")
+    with pytest.raises(ConfigError) as err:
+        load_persona(path)
+    assert err.value.key == key
