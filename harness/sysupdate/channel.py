@@ -20,7 +20,7 @@ from harness.extensions.build import Artifact
 from harness.extensions.spec import ExtensionSpec, FileEntry
 from harness.sysupdate.model import HOST_ARCH, OS_SLOT_WORDS, ChannelSpec, Component
 from harness.sysupdate.signing import SigningKey
-from harness.sysupdate.transfer import noop_transfer, target_directory, transfer_file
+from harness.sysupdate.transfer import noop_transfer, target_directories, transfer_file
 from harness.targets.model import Target
 
 PUBRING_GUEST_PATH = "/etc/systemd/import-pubring.gpg"
@@ -192,5 +192,7 @@ class UpdateChannel:
         return files
 
     def guest_directories(self) -> list[str]:
-        """Target directories of the transfers (created the way provisioning would)."""
-        return sorted({target_directory(self.spec, c) for c in self.spec.components.values()})
+        """Target and current-link directories of the transfers (created the way
+        provisioning would)."""
+        return sorted({d for c in self.spec.components.values()
+                       for d in target_directories(self.spec, c)})

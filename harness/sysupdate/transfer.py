@@ -6,6 +6,7 @@ The text follows flatcar/sysext-bakery's `lib/sysupdate.conf.tmpl` and fedora-sy
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -79,11 +80,18 @@ def transfer_file(channel: ChannelSpec, component: Component, base_url: str,
     return GuestFile(f"/etc/sysupdate.{name}.d/{name}.{suffix}", render_transfer(settings))
 
 
-def target_directory(channel: ChannelSpec, component: Component) -> str:
-    """Where sysupdate puts the images (the harness creates it, as provisioning would)."""
+def target_directories(channel: ChannelSpec, component: Component) -> list[str]:
+    """Where sysupdate puts the images and the current link. The harness creates both, as
+    provisioning does (sysext-bakery's Butane writes /etc/extensions/NAME.raw): systemd
+    254 does not create the link's directory (observed on the Kairos persona, which has
+    no /etc/extensions)."""
     settings = apply_overrides(transfer_settings(channel, component, "http://x/"),
-                               component.transfer)
-    return settings["Target"]["Path"]
+                               component.transfer)["Target"]
+    dirs = [settings["Path"]]
+    link = settings.get("CurrentSymlink")
+    if link:
+        dirs.append(posixpath.dirname(link))
+    return dirs
 
 
 def noop_transfer() -> GuestFile:

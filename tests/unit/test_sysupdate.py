@@ -20,7 +20,7 @@ from harness.scenario.model import ChannelStep, SysupdateStep
 from harness.sysupdate.channel import UpdateChannel, build_variant
 from harness.sysupdate.model import ChannelSpec, Component
 from harness.sysupdate.signing import SigningKey
-from harness.sysupdate.transfer import noop_transfer, target_directory, transfer_file
+from harness.sysupdate.transfer import noop_transfer, target_directories, transfer_file
 from harness.targets.registry import get_target
 
 URL = "http://10.0.2.2:8080/"
@@ -65,7 +65,8 @@ def test_fedora_transfer_file_and_conf_suffix_before_257() -> None:
     assert f.text.count("MatchPattern=hello-@v-%w-%a.raw\n") == 2
     assert "CurrentSymlink=/var/lib/extensions/hello.raw\n" in f.text
     assert "InstancesMax=2\n" in f.text
-    assert target_directory(spec, spec.components["hello"]) == "/var/lib/extensions.d/"
+    assert target_directories(spec, spec.components["hello"]) == [
+        "/var/lib/extensions.d/", "/var/lib/extensions"]
 
 
 def test_signed_channel_verifies_and_overrides_apply() -> None:
@@ -253,7 +254,7 @@ def test_channel_publishes_signs_and_tampers(tmp_path: Path) -> None:
         files = dict(ch.guest_files())
         assert files["/etc/systemd/import-pubring.gpg"] == ring.read_bytes()
         assert "/etc/sysupdate.hello.d/hello.transfer" in files
-        assert ch.guest_directories() == ["/var/lib/extensions.d/"]
+        assert ch.guest_directories() == ["/var/lib/extensions", "/var/lib/extensions.d/"]
     finally:
         key.close()
     agents = subprocess.run(["pgrep", "-f", str(tmp_path / "gnupg")], capture_output=True)
