@@ -213,6 +213,7 @@ def applicability(scenario: Scenario, target: Target) -> tuple[bool, str]:
     return ok, reason
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group markers
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
                                   items: list[pytest.Item]) -> None:
     """Deselect not-applicable pairs, and group scenario items by target (one snapshot each)."""
