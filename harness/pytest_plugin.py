@@ -5,9 +5,10 @@ users expect. Targets a scenario does not apply to are deselected, and the reaso
 listed at the end of the run. Machines, images and snapshots come from one
 `HarnessSession` per process, created only when the first VM is needed.
 
-With pytest-xdist (`-n 2`) every target's items form one group (`--dist loadgroup`), so a
-target is cold-booted once, by one worker. Workers write into the same run directory, the
-controller builds the results matrix from the reports and what workers send back.
+With pytest-xdist (`-n 2`) workers write into the same run directory, and the controller
+builds the results matrix from the reports and what workers send back. Items carry an
+`xdist_group` marker per target for `--dist loadgroup`; it is not honoured yet (see
+docs/cli.md), so two workers may both cold-boot a target.
 """
 
 from __future__ import annotations
@@ -32,8 +33,6 @@ _WORKER_STATS = pytest.StashKey[list]()
 _NA_CELLS = pytest.StashKey[list]()
 # user_properties key that carries (scenario, target) from a worker's report to the controller
 _CELL = "sysext_harness_cell"
-# Items that must not run next to each other (they count processes, kill runs, ...)
-INTEGRATION_GROUP = "integration"
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -167,6 +166,8 @@ class ScenarioFile(pytest.File):
                                             target=target)
             item.add_marker("vm")
             item.add_marker("scenario")
+            # One target, one worker: its snapshot is made once (`--dist loadgroup`).
+            item.add_marker(pytest.mark.xdist_group(target.name))
             for tag in scenario.tags:
                 self.config.addinivalue_line("markers", f"{tag}: scenario tag")
                 item.add_marker(tag)
@@ -213,7 +214,6 @@ def applicability(scenario: Scenario, target: Target) -> tuple[bool, str]:
     return ok, reason
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group markers
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
                                   items: list[pytest.Item]) -> None:
     """Deselect not-applicable pairs, and group scenario items by target (one snapshot each)."""
@@ -231,10 +231,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
                     (item.nodeid, item.scenario.name, item.target.name, reason))
                 config.stash[_MATRIX].add(item.scenario.name, item.target.name, "n/a", reason)
                 continue
-            item.add_marker(pytest.mark.xdist_group(item.target.name))
             item.user_properties.append((_CELL, (item.scenario.name, item.target.name)))
-        elif item.get_closest_marker("vm") is not None:
-            item.add_marker(pytest.mark.xdist_group(INTEGRATION_GROUP))
         keep.append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)

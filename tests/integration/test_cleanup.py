@@ -14,7 +14,8 @@ import pytest
 
 from harness.machine.rundir import RunDir
 
-pytestmark = pytest.mark.vm
+# VM-booting tests never run next to each other under xdist (they count processes, ...)
+pytestmark = [pytest.mark.vm, pytest.mark.xdist_group("integration")]
 
 # A harness process that starts a cold boot and then just waits to be interrupted.
 _CHILD = textwrap.dedent("""

@@ -9,7 +9,8 @@ import pytest
 
 from harness.errors import AssertionFailed, MachineError
 
-pytestmark = pytest.mark.vm
+# VM-booting tests never run next to each other under xdist (they count processes, ...)
+pytestmark = [pytest.mark.vm, pytest.mark.xdist_group("integration")]
 
 
 def test_succeed_fail_execute(machine) -> None:  # type: ignore[no-untyped-def]

@@ -9,7 +9,8 @@ import pytest
 from harness.errors import AssertionFailed
 from harness.scenario import load_scenario
 
-pytestmark = pytest.mark.vm
+# VM-booting tests never run next to each other under xdist (they count processes, ...)
+pytestmark = [pytest.mark.vm, pytest.mark.xdist_group("integration")]
 
 WRONG = """\
 description: Expects an extension to merge that cannot (its VERSION_ID is not the host's).
