@@ -26,11 +26,12 @@ from harness.targets.model import Target
 from harness.targets.registry import select_targets
 
 _SESSION = pytest.StashKey["object"]()
+# (nodeid, scenario, target, reason) of every deselected pair: listed at the end of a run,
+# put in the matrix, and sent by xdist workers to the controller.
 _NOT_APPLICABLE = pytest.StashKey[list]()
 _MATRIX = pytest.StashKey[Matrix]()
 _RUN_NAME = pytest.StashKey[str]()
 _WORKER_STATS = pytest.StashKey[list]()
-_NA_CELLS = pytest.StashKey[list]()
 # user_properties key that carries (scenario, target) from a worker's report to the controller
 _CELL = "sysext_harness_cell"
 
@@ -98,9 +99,10 @@ class _XdistHooks:
         if not out:
             return
         config = node.config
-        for nodeid, scenario, target, reason in out["not_applicable"]:
-            if (nodeid, reason) not in config.stash[_NOT_APPLICABLE]:
-                config.stash[_NOT_APPLICABLE].append((nodeid, reason))
+        for cell in map(tuple, out["not_applicable"]):
+            if cell not in config.stash[_NOT_APPLICABLE]:
+                config.stash[_NOT_APPLICABLE].append(cell)
+                _, scenario, target, reason = cell
                 config.stash[_MATRIX].add(scenario, target, "n/a", reason)
         config.stash[_MATRIX].targets = out["targets"]
         config.stash[_WORKER_STATS].append(out)
@@ -138,7 +140,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     harness = config.stash.get(_SESSION, None)
     config.workeroutput["sysext_harness"] = {  # type: ignore[attr-defined]
         "targets": config.stash[_MATRIX].targets,
-        "not_applicable": config.stash.get(_NA_CELLS, []),
+        "not_applicable": config.stash[_NOT_APPLICABLE],
         "boot_seconds": dict(harness.pool.boot_seconds) if harness else {},
         "restore_seconds": list(harness.restore_seconds) if harness else [],
     }
@@ -226,8 +228,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             ok, reason = applicability(item.scenario, item.target)
             if not ok:
                 dropped.append(item)
-                config.stash[_NOT_APPLICABLE].append((item.nodeid, reason))
-                config.stash.setdefault(_NA_CELLS, []).append(
+                config.stash[_NOT_APPLICABLE].append(
                     (item.nodeid, item.scenario.name, item.target.name, reason))
                 config.stash[_MATRIX].add(item.scenario.name, item.target.name, "n/a", reason)
                 continue
@@ -256,7 +257,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # ty
     if na:
         terminalreporter.section("not applicable (deselected)")
         by_reason: dict[str, list[str]] = defaultdict(list)
-        for nodeid, reason in na:
+        for nodeid, _scenario, _target, reason in na:
             by_reason[reason].append(nodeid)
         for reason, nodes in by_reason.items():
             terminalreporter.write_line(f"{reason}:")

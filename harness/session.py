@@ -63,12 +63,15 @@ class LazyArtifacts(Mapping[str, Artifact]):
 
     def __getitem__(self, name: str) -> Artifact:
         if name not in self._built:
-            spec = self.scenario.extensions[name]
-            keys = self._keys() if self._keys is not None and spec.ddi else None
-            self._built[name] = build_extension(
-                spec, self.target.os_release, architecture=self.target.architecture,
-                cache_dir=cache_dir(), target_label=self.target.name, keys=keys)
+            self._built[name] = self.build(self.scenario.extensions[name])
         return self._built[name]
+
+    def build(self, spec: ExtensionSpec) -> Artifact:
+        """Build (or take from the cache) any spec for this target, e.g. a channel variant."""
+        keys = self._keys() if self._keys is not None and spec.ddi else None
+        return build_extension(spec, self.target.os_release,
+                               architecture=self.target.architecture, cache_dir=cache_dir(),
+                               target_label=self.target.name, keys=keys)
 
     def __contains__(self, name: object) -> bool:
         return name in self.scenario.extensions
@@ -132,7 +135,7 @@ class HarnessSession:
             self._verity_keys = run_keys(self.run_dir.path / "verity")
         return self._verity_keys
 
-    def build_artifacts(self, scenario: Scenario, target: Target) -> Mapping[str, Artifact]:
+    def build_artifacts(self, scenario: Scenario, target: Target) -> LazyArtifacts:
         return LazyArtifacts(scenario, target, self.verity_keys)
 
     def machine(self, target: Target, label: str, logfile: Path | None = None) -> Machine:
@@ -154,7 +157,7 @@ class HarnessSession:
         artifacts = self.build_artifacts(scenario, target)
         try:
             with contextlib.ExitStack() as stack:
-                channel = self._serve_channel(scenario, target, out, stack)
+                channel = self._serve_channel(scenario, target, artifacts, out, stack)
                 if scenario.provisioning is None:
                     machine = self.machine(target, f"{scenario.name}-{target.name}",
                                            out / "machine.log")
@@ -167,19 +170,14 @@ class HarnessSession:
                 time.monotonic() - started)
         return out
 
-    def _serve_channel(self, scenario: Scenario, target: Target, out: Path,
-                       stack: contextlib.ExitStack) -> UpdateChannel | None:
+    def _serve_channel(self, scenario: Scenario, target: Target, artifacts: LazyArtifacts,
+                       out: Path, stack: contextlib.ExitStack) -> UpdateChannel | None:
         """Build and serve the scenario's update channel for the length of the run."""
         if scenario.update_channel is None:
             return None
-
-        def build(spec: ExtensionSpec) -> Artifact:
-            return build_extension(spec, target.os_release, architecture=target.architecture,
-                                   cache_dir=cache_dir(), target_label=target.name)
-
         root = self.pool.workdir(f"channel-{scenario.name}-{target.name}")
         channel = UpdateChannel(scenario.update_channel, scenario.extensions, target, root,
-                                build, key=self.signing_key)
+                                artifacts.build, key=self.signing_key)
         channel.publish_initial()
         server = stack.enter_context(ArtifactServer(root))
         channel.base_url = server.guest_url("")

@@ -65,18 +65,28 @@ _ALLOWED = {
 }
 
 
+def _known_keys(ctx: Any, key: str, value: object, allowed: tuple[str, ...],
+                what: str) -> bool | None:
+    """None when `value` is no mapping; else whether all its keys are in `allowed`."""
+    if not isinstance(value, dict):
+        ctx.error(key, f"{what} must be a mapping", value, allowed=", ".join(allowed))
+        return None
+    ok = True
+    for k in value:
+        if k not in allowed:
+            ctx.error(f"{key}.{k}", "unknown key", k, allowed=allowed)
+            ok = False
+    return ok
+
+
 def _component(ctx: Any, key: str, name: str, value: object,
                extension_names: list[str]) -> Component | None:
     if value is None:
         value = {}
-    if not isinstance(value, dict):
-        ctx.error(key, "a component must be a mapping", value, allowed=", ".join(COMPONENT_KEYS))
+    ok = _known_keys(ctx, key, value, COMPONENT_KEYS, "a component")
+    if ok is None:
         return None
-    ok = True
-    for k in value:
-        if k not in COMPONENT_KEYS:
-            ctx.error(f"{key}.{k}", "unknown key", k, allowed=COMPONENT_KEYS)
-            ok = False
+    assert isinstance(value, dict)
     extension = value.get("extension", name)
     if extension not in extension_names:
         ctx.error(f"{key}.extension", "names no extension under `extensions:`", extension,
@@ -114,14 +124,10 @@ def _component(ctx: Any, key: str, name: str, value: object,
 
 def parse_update_channel(ctx: Any, key: str, value: object,
                          extension_names: list[str]) -> ChannelSpec | None:
-    if not isinstance(value, dict):
-        ctx.error(key, "update_channel must be a mapping", value, allowed=", ".join(KEYS))
+    ok = _known_keys(ctx, key, value, KEYS, "update_channel")
+    if ok is None:
         return None
-    ok = True
-    for k in value:
-        if k not in KEYS:
-            ctx.error(f"{key}.{k}", "unknown key", k, allowed=KEYS)
-            ok = False
+    assert isinstance(value, dict)
     layout = value.get("layout")
     if layout not in LAYOUTS:
         ctx.error(f"{key}.layout", "unknown layout" if layout else "missing required key",

@@ -8,7 +8,6 @@ signed channel, SHA256SUMS.gpg.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from collections.abc import Callable, Mapping
@@ -16,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from harness.errors import ConfigError, HarnessError
-from harness.extensions.build import Artifact
+from harness.extensions.build import Artifact, prebuilt_digest
 from harness.extensions.spec import ExtensionSpec, FileEntry
 from harness.sysupdate.model import HOST_ARCH, OS_SLOT_WORDS, ChannelSpec, Component
 from harness.sysupdate.signing import SigningKey
@@ -28,14 +27,6 @@ SUMS = "SHA256SUMS"
 
 # Builds one extension spec for the target (the session's cached builder).
 Builder = Callable[[ExtensionSpec], Artifact]
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def build_variant(spec: ExtensionSpec, component: Component, version: str, arch: str,
@@ -164,7 +155,7 @@ class UpdateChannel:
     def _write_sums(self) -> None:
         """SHA256SUMS per directory, in `sha256sum` format; signed when the channel is."""
         for directory in self._sum_directories():
-            lines = [f"{sha256_file(p)}  {p.name}\n"
+            lines = [f"{prebuilt_digest(p)}  {p.name}\n"
                      for p in sorted(directory.glob("*.raw"))]
             sums = directory / SUMS
             sums.write_text("".join(lines))

@@ -93,13 +93,9 @@ def _load_files(path: Path, d: dict) -> tuple[tuple[str, str, str | None], ...]:
                               allowed="e.g. /etc/systemd/system/x.service.d/y.conf")
         if not isinstance(content, str):
             raise ConfigError("content must be text", file=path, key=f"{key}.content")
-        if constraint is not None:
-            try:
-                versions.matches(str(constraint), 0)
-            except ValueError as exc:
-                raise ConfigError(f"invalid systemd constraint: {exc}", file=path,
-                                  key=f"{key}.systemd", value=constraint,
-                                  allowed="e.g. \">=254\"") from exc
+        if constraint is not None and not versions.is_valid_constraint(constraint):
+            raise ConfigError("invalid systemd constraint", file=path, key=f"{key}.systemd",
+                              value=constraint, allowed=versions.SYNTAX_HELP)
         out.append((name, content, None if constraint is None else str(constraint)))
     return tuple(out)
 
