@@ -7,8 +7,9 @@ listed at the end of the run. Machines, images and snapshots come from one
 
 With pytest-xdist (`-n 2`) workers write into the same run directory, and the controller
 builds the results matrix from the reports and what workers send back. Items carry an
-`xdist_group` marker per target for `--dist loadgroup`; it is not honoured yet (see
-docs/cli.md), so two workers may both cold-boot a target.
+`xdist_group` marker per target, so `--dist loadgroup` keeps a target on one worker and
+its snapshot is made once. (pytest-xdist 3.8 adds the group to node ids in a way pytest 9
+ignores, hence `pytest<9` in pyproject.toml.)
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 On some hosts /dev/kvm exists but guests fail ("failed to set MSR") or hang, so the mere
 device proves nothing. The probe boots the target kernel without a root file system for a
 few seconds: if it gets as far as looking for a root (or panicking for lack of one), KVM
-works. The answer is cached per host boot.
+works. The answer is cached per host boot and QEMU version.
 """
 
 from __future__ import annotations
@@ -46,6 +46,16 @@ def _boot_id() -> str:
         return "unknown"
 
 
+def qemu_version() -> str:
+    """`qemu-system-x86_64 --version`'s first line (a QEMU upgrade may change the answer)."""
+    try:
+        out = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True,
+                             text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.splitlines()[0] if out else "unknown"
+
+
 def probe_kvm(kernel: Path) -> tuple[bool, str]:
     """Boot `kernel` under KVM briefly; True if it really executes."""
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
@@ -79,7 +89,7 @@ def probe_kvm(kernel: Path) -> tuple[bool, str]:
 
 
 def choose_accel(kernel: Path) -> Accel:
-    """KVM if it really works here (cached per host boot), else TCG.
+    """KVM if it really works here (cached per host boot and QEMU version), else TCG.
 
     SYSEXT_HARNESS_ACCEL=tcg|kvm overrides the probe.
     """
@@ -89,13 +99,14 @@ def choose_accel(kernel: Path) -> Accel:
     if forced == "kvm":
         return kvm()
     cache_file = cache_dir() / "accel.json"
+    key = {"boot_id": _boot_id(), "qemu": qemu_version()}
     try:
         cached = json.loads(cache_file.read_text())
-        if cached.get("boot_id") == _boot_id():
+        if all(cached.get(k) == v for k, v in key.items()):
             return kvm() if cached["kvm"] else tcg(cached.get("reason", ""))
     except (OSError, ValueError, KeyError):
         pass
     works, reason = probe_kvm(kernel)
     cache_file.parent.mkdir(parents=True, exist_ok=True)
-    cache_file.write_text(json.dumps({"boot_id": _boot_id(), "kvm": works, "reason": reason}))
+    cache_file.write_text(json.dumps({**key, "kvm": works, "reason": reason}))
     return kvm() if works else tcg(reason)

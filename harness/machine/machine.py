@@ -25,6 +25,7 @@ from harness.machine.keys import SshKey
 from harness.machine.qemu import Drive, QemuConfig, QemuProcess, tail
 from harness.machine.ssh import CommandResult, SshConnection
 from harness.targets.build import TargetImage
+from harness.targets.initramfs import FAILED_MARKER as INITRAMFS_FAILED
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +33,15 @@ BOOT_TIMEOUT = 600.0  # cold boot under TCG takes ~40 s; leave room for a loaded
 RESTORE_TIMEOUT = 120.0
 SSH_KEY_FW_CFG = "opt/org.sysext-harness/ssh-key"
 _HOSTKEY_LINE = re.compile(r"SYSEXT-HARNESS-HOSTKEY (ssh-ed25519 [A-Za-z0-9+/=]+)")
+# Printed by sysext-harness-ssh-ready.service once sshd listens (images/overlay). Until
+# then a connection attempt would only hang in QEMU's user network until it times out.
+_SSH_READY = "SYSEXT-HARNESS-SSH-READY"
+# Without the line (a config that replaced the unit, a slow guest), still try now and then.
+_BLIND_ATTEMPT_INTERVAL = 10.0
 # Console lines that mean the boot has failed for good: stop waiting at once.
 _FATAL_CONSOLE = re.compile(
-    r"You are in emergency mode|Give root password for maintenance|Entering emergency mode"
+    r"You are in emergency mode|Give root password for maintenance|Entering emergency mode|"
+    + INITRAMFS_FAILED
 )
 # With panic=-1 a panicking guest reboots itself. Under QEMU 7.2 TCG the Debian 6.12 kernel
 # occasionally oopses early (an int3 in patched kernel text); the next boot is fine. So a
@@ -132,7 +139,7 @@ class Machine:
                                    incoming=snapshot.state)
         machine.qemu.start()
         machine.qemu.finish_incoming(timeout)
-        machine._wait_for_ssh(timeout, "restore")
+        machine._wait_for_ssh(timeout, "restore", ready_line=False)  # sshd was up when saved
         machine.sync_clock()
         return machine
 
@@ -164,12 +171,14 @@ class Machine:
             self.ssh = None
         self._host = None
 
-    def _wait_for_ssh(self, timeout: float, what: str) -> None:
+    def _wait_for_ssh(self, timeout: float, what: str, *, ready_line: bool = True) -> None:
+        """Connect once the guest says sshd listens (`ready_line`), else by retrying."""
         assert self.qemu is not None
         deadline = time.monotonic() + timeout
         last_error = "no attempt yet"
         seen = len(self.console_log())  # judge only what this boot prints
         panics_logged = 0
+        last_attempt = time.monotonic() - 1.0
         while time.monotonic() < deadline:
             if not self.qemu.running():
                 raise MachineError(self._with_console(
@@ -190,15 +199,19 @@ class Machine:
                 found = _HOSTKEY_LINE.findall(console)
                 if found:
                     self.host_key = found[-1]
-            if self.host_key is not None:
+            since = time.monotonic() - last_attempt
+            ready = not ready_line or _SSH_READY in new
+            if self.host_key is not None and (
+                    (ready and since >= 1.0) or since > _BLIND_ATTEMPT_INTERVAL):
+                last_attempt = time.monotonic()
                 try:
                     self.ssh = SshConnection.connect(
                         "127.0.0.1", self.qemu.ssh_port, self.key.private,
-                        host_key=self.host_key, timeout=5)
+                        host_key=self.host_key, timeout=5 if ready else 2)
                     return
                 except (paramiko.SSHException, OSError, EOFError) as exc:
                     last_error = f"{type(exc).__name__}: {exc}"
-            time.sleep(0.5)
+            time.sleep(0.2)
         raise MachineError(self._with_console(
             f"{self.name}: SSH not ready {timeout:.0f}s after {what} (last: {last_error})"))
 

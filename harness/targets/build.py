@@ -4,7 +4,8 @@ A base root (one per systemd version) is made once with mmdebstrap and kept as a
 Each target then gets its own small images from it: ``usr-a.img`` and ``usr-b.img`` (the
 read-only ``/usr`` of slots A and B: the same tree with the persona's os-release before and
 after an OS update, and the persona's built-in extensions built for each), ``root.img``
-(persistent ``/etc``, ``/var``, ``/opt``), plus the kernel and initrd for direct kernel boot.
+(persistent ``/etc``, ``/var``, ``/opt``), plus the kernel and a minimal initramfs
+(initramfs.py) for direct kernel boot.
 Nothing here mounts anything or uses a loop device: ``mkfs.ext4 -d`` copies a directory
 straight into an image.
 """
@@ -29,6 +30,7 @@ from harness import versions
 from harness.errors import HarnessError
 from harness.paths import cache_dir, images_dir
 from harness.run import run
+from harness.targets.initramfs import build_initramfs, initramfs_digest
 from harness.targets.model import USR_SLOTS, BaseRecipe, Persona, Target
 
 # Bump when the way images are assembled changes, so caches rebuild.
@@ -36,13 +38,21 @@ BUILDER_VERSION = "6"
 PACKAGES_VERSION = "1"  # bump to force new mmdebstrap runs
 USR_IMAGE_SIZE = "1536M"
 ROOT_IMAGE_SIZE = "2G"
-KERNEL_CMDLINE = "root=LABEL=REFOS-ROOT rw console=ttyS0,115200n8 panic=-1 mitigations=off"
+KERNEL_CMDLINE = "root=LABEL=REFOS-ROOT rw console=ttyS0,115200n8 panic=-1 mitigations=off quiet"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 # Timers and services that only cost boot time in a short-lived test VM.
 MASKED_UNITS = (
     "apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_all.timer", "e2scrub_reap.service",
     "fstrim.timer", "man-db.timer", "dpkg-db-backup.timer", "systemd-networkd-wait-online.service",
     "getty@tty1.service",
+    # Rebuilt caches nothing here reads; they run at first boot and after each OS update.
+    "ldconfig.service", "systemd-journal-catalog-update.service", "systemd-hwdb-update.service",
+    # Pseudo file systems and their modules that no scenario uses.
+    "systemd-binfmt.service", "proc-sys-fs-binfmt_misc.automount", "sys-kernel-debug.mount",
+    "sys-kernel-tracing.mount", "sys-fs-fuse-connections.mount", "sys-kernel-config.mount",
+    "dev-hugepages.mount", "dev-mqueue.mount", "modprobe@drm.service",
+    "modprobe@efi_pstore.service", "modprobe@fuse.service", "modprobe@configfs.service",
+    "systemd-pstore.service",
 )
 # Image-based distributions merge extensions at every boot; Debian leaves these disabled.
 ENABLED_UNITS = ("systemd-networkd.service", "systemd-sysext.service")
@@ -124,6 +134,7 @@ def target_digest(target: Target) -> str:
     h.update(json.dumps(target.persona.__dict__, sort_keys=True, default=list).encode())
     h.update(json.dumps([s.os_release for s in usr_slots(target)], sort_keys=True).encode())
     h.update(f"{USR_IMAGE_SIZE} {ROOT_IMAGE_SIZE}".encode())
+    h.update(initramfs_digest().encode())
     return h.hexdigest()
 
 
@@ -422,8 +433,10 @@ def _build_target_image(target: Target, tree: Path, dest: Path, digest: str,
     run(["mkfs.ext4", "-q", "-F", "-L", "REFOS-ROOT", "-d", rootfs, tmp / "root.img",
          ROOT_IMAGE_SIZE])
     shutil.rmtree(rootfs)
-    shutil.copy2(_newest(tree / "boot", "vmlinuz-"), tmp / "vmlinuz")
-    shutil.copy2(_newest(tree / "boot", "initrd.img-"), tmp / "initrd.img")
+    kernel = _newest(tree / "boot", "vmlinuz-")
+    shutil.copy2(kernel, tmp / "vmlinuz")
+    build_initramfs(tree / "usr/lib/modules" / kernel.name.removeprefix("vmlinuz-"),
+                    tmp / "initrd.img")
     for image in (*(slot.filename for slot in slots), "root.img"):
         (tmp / image).chmod(0o444)  # bases are never written: machines use overlays
     manifest = {

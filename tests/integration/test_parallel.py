@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ def test_two_workers_share_one_run_and_one_matrix(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "scenarios/merge/merge-directory.yaml",
          "scenarios/reload", "--target", ",".join(TARGETS), "-n", "2",
-         "--dist", "loadgroup", "-p", "no:cacheprovider", f"--artifacts={artifacts}"],
+         "--dist", "loadgroup", "-v", "-p", "no:cacheprovider", f"--artifacts={artifacts}"],
         cwd=ROOT, capture_output=True, text=True, timeout=1200)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-4000:]
@@ -39,3 +40,11 @@ def test_two_workers_share_one_run_and_one_matrix(tmp_path: Path) -> None:
     assert results["reload-manager-ignored"]["refos-257-flatcar"]["outcome"] == "n/a"
     for target in TARGETS:
         assert f"cold boot {target}" in output
+    # One target, one worker: its items carry the target as xdist group, so its snapshot
+    # is made once. (`-v` prints "[gw0] ... PASSED file::target@target".)
+    workers: dict[str, set[str]] = {}
+    for worker, target in re.findall(r"\[(gw\d+)\].*?PASSED \S+::(\S+)@", output):
+        workers.setdefault(target, set()).add(worker)
+    assert set(workers) == set(TARGETS), output[-4000:]
+    for target, used in workers.items():
+        assert len(used) == 1, f"{target} ran on {sorted(used)}"

@@ -16,7 +16,7 @@ import pytest
 
 from harness.errors import ConfigError, ConfigErrors, HarnessError
 from harness.scenario import OsUpdateStep, RebootStep, load_scenario, run_scenario
-from harness.targets import build
+from harness.targets import build, initramfs
 from harness.targets.build import _os_release_text, target_digest, usr_slots
 from harness.targets.registry import all_targets, get_target, load_persona
 
@@ -160,6 +160,13 @@ def fake_tree(tmp_path: Path) -> Path:
         (tree / "etc" / f).write_text("root:x:0:0::/root:/bin/sh\n")
     (tree / "boot/vmlinuz-6.1.0-1-amd64").write_text("k")
     (tree / "boot/initrd.img-6.1.0-1-amd64").write_text("i")
+    modules = tree / "usr/lib/modules/6.1.0-1-amd64"
+    modules.mkdir(parents=True)
+    (modules / "modules.dep").write_text("".join(
+        f"kernel/{name}.ko:\n" for name in initramfs.EARLY_MODULES))
+    for name in initramfs.EARLY_MODULES:
+        (modules / "kernel").mkdir(exist_ok=True)
+        (modules / f"kernel/{name}.ko").write_text(name)
     return tree
 
 
@@ -209,6 +216,9 @@ def test_builder_writes_each_slot_for_one_mkfs_and_restores(
 
     monkeypatch.setattr(build, "run", fake_run)
     monkeypatch.setattr(build.os, "chown", lambda *a, **k: None)
+    busybox = tmp_path / "busybox"
+    busybox.write_text("static busybox")
+    monkeypatch.setattr(initramfs, "find_busybox", lambda: busybox)
     monkeypatch.setattr("harness.extensions.build.build_extension", fake_build_extension)
     monkeypatch.setenv("SYSEXT_HARNESS_CACHE", str(tmp_path / "cache"))
 
