@@ -62,7 +62,8 @@ if [ "$upgrade_qemu" = true ]; then
     list=/etc/apt/sources.list.d/sysext-harness-bookworm-backports.list
     if ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
       # The mirror the host already uses (see harness/targets/build.py: debian_mirror).
-      mirror=$(grep -rhoE "https?://[^ ]*/debian/?( |$)" /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null | head -n1 | tr -d ' ')
+      mirror=$( (grep -rhoE "https?://[^ ]*/debian/?( |$)" /etc/apt/sources.list \
+                   /etc/apt/sources.list.d/ 2>/dev/null || true) | head -n1 | tr -d ' ')
       echo "deb ${mirror:-http://deb.debian.org/debian} bookworm-backports main" | $SUDO tee "$list" >/dev/null
       echo "setup: added bookworm-backports ($list) for QEMU >= ${QEMU_MIN_VERSION#1:}"
     fi

@@ -38,7 +38,10 @@ BUILDER_VERSION = "6"
 PACKAGES_VERSION = "1"  # bump to force new mmdebstrap runs
 USR_IMAGE_SIZE = "1536M"
 ROOT_IMAGE_SIZE = "2G"
-KERNEL_CMDLINE = "root=LABEL=REFOS-ROOT rw console=ttyS0,115200n8 panic=-1 mitigations=off quiet"
+# net.ifnames=0: the NIC is eth0 from the moment the initramfs loads its driver. A rename
+# by udev later in the boot raced with first-boot Ignition bringing the link up by hand.
+KERNEL_CMDLINE = ("root=LABEL=REFOS-ROOT rw console=ttyS0,115200n8 panic=-1 mitigations=off "
+                  "quiet net.ifnames=0")
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 # Timers and services that only cost boot time in a short-lived test VM.
 MASKED_UNITS = (
