@@ -71,6 +71,11 @@ class MachineError(HarnessError):
     """A VM misbehaved: did not boot, crashed, or a wait ran out. Carries the console tail."""
 
 
+class EmulatorCrashed(MachineError):
+    """QEMU itself aborted (an internal assertion), not the guest: under multi-threaded TCG
+    QEMU 10 very rarely trips over its own memory map early in a boot."""
+
+
 class ProvisioningFailed(MachineError):
     """First-boot provisioning (Ignition, cloud-config) failed in the guest."""
 
