@@ -52,6 +52,11 @@ MAX_PANICS = 3
 # iotlb_to_section: Assertion ... failed."): seen once in ~900 TCG boots with QEMU 10.
 _EMULATOR_ABORT = re.compile(r"^qemu-system-\S+: \S+:\d+: .*Assertion .* failed", re.M)
 COLD_BOOT_ATTEMPTS = 2
+# A boot whose second vCPU never gets going under TCG (seen once in ~60 reboots with QEMU
+# 10, two VMs on two cores): the kernel reports RCU stalls ~21 s in and the boot never
+# finishes. The machine is reset (like a power cycle in early boot), at most this often.
+_RCU_STALL = re.compile(r"rcu: INFO: rcu_(preempt|sched) detected stalls")
+MAX_STALL_RESETS = 2
 # Lines the guest's first-boot provisioning prints when it fails (see images/overlay).
 _PROVISIONING_FAILED = re.compile(
     r"SYSEXT-HARNESS-(IGNITION|CLOUD-CONFIG)-FAILED: ([^\r\n]*)")
@@ -202,6 +207,7 @@ class Machine:
         seen = len(self.console_log())  # judge only what this boot prints
         panics_logged = 0
         last_attempt = time.monotonic() - 1.0
+        resets = 0
         while time.monotonic() < deadline:
             if not self.qemu.running():
                 stderr = tail(self.qemu.stderr_path, 5)
@@ -220,6 +226,16 @@ class Machine:
             if panics > panics_logged:
                 panics_logged = panics
                 self.log(f"guest kernel panicked during {what}; it reboots itself (panic=-1)")
+            if what != "restore" and _RCU_STALL.search(new):
+                if resets >= MAX_STALL_RESETS:
+                    raise MachineError(self._with_console(
+                        f"{self.name}: guest kernel stalled (RCU) in {resets + 1} boots"))
+                resets += 1
+                self.log(f"guest kernel stalled (RCU) during {what}; resetting the machine")
+                self.qemu.command("system_reset")
+                seen = len(console)
+                panics_logged = 0
+                continue
             if self.host_key is None:
                 found = _HOSTKEY_LINE.findall(console)
                 if found:
