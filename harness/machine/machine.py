@@ -29,7 +29,7 @@ from harness.targets.initramfs import FAILED_MARKER as INITRAMFS_FAILED
 
 log = logging.getLogger(__name__)
 
-BOOT_TIMEOUT = 600.0  # cold boot under TCG takes ~40 s; leave room for a loaded host
+BOOT_TIMEOUT = 600.0  # cold boot under TCG takes ~20-25 s; leave room for a loaded host
 RESTORE_TIMEOUT = 120.0
 SSH_KEY_FW_CFG = "opt/org.sysext-harness/ssh-key"
 _HOSTKEY_LINE = re.compile(r"SYSEXT-HARNESS-HOSTKEY (ssh-ed25519 [A-Za-z0-9+/=]+)")
