@@ -453,7 +453,7 @@ def _build_target_image(target: Target, tree: Path, dest: Path, digest: str,
         "usr_slots": {slot.slot: {"label": slot.label, "image": slot.filename}
                       for slot in slots},
         "cmdline": KERNEL_CMDLINE,
-        "kernel": _newest(tree / "boot", "vmlinuz-").name,
+        "kernel": kernel.name,
         "build_seconds": round(time.monotonic() - started, 2),
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
