@@ -34,7 +34,7 @@ from harness.targets.initramfs import build_initramfs, initramfs_digest
 from harness.targets.model import USR_SLOTS, BaseRecipe, Persona, Target
 
 # Bump when the way images are assembled changes, so caches rebuild.
-BUILDER_VERSION = "6"
+BUILDER_VERSION = "7"
 PACKAGES_VERSION = "1"  # bump to force new mmdebstrap runs
 USR_IMAGE_SIZE = "1536M"
 ROOT_IMAGE_SIZE = "2G"
@@ -57,6 +57,10 @@ MASKED_UNITS = (
     "modprobe@efi_pstore.service", "modprobe@fuse.service", "modprobe@configfs.service",
     "systemd-pstore.service",
 )
+# The one generator these images need: /etc/fstab says which /usr slot is mounted. The others
+# (getty, ssh sockets, sysv, rc-local, gpt-auto, tpm2, ...) set up nothing a test VM uses,
+# and each costs a cold process start under TCG at every boot and daemon-reload.
+KEPT_GENERATORS = ("systemd-fstab-generator",)
 # Image-based distributions merge extensions at every boot; Debian leaves these disabled.
 ENABLED_UNITS = ("systemd-networkd.service", "systemd-sysext.service")
 OPTIONAL_UNITS = ("systemd-confext.service",)  # 254 and later
@@ -127,7 +131,7 @@ def base_digest(base: BaseRecipe) -> str:
     h = hashlib.sha256(f"builder={BUILDER_VERSION}\n".encode())
     h.update(packages_digest(base).encode())
     h.update(json.dumps(base.__dict__, sort_keys=True, default=list).encode())
-    h.update(json.dumps([KERNEL_CMDLINE, MASKED_UNITS, ENABLED_UNITS]).encode())
+    h.update(json.dumps([KERNEL_CMDLINE, MASKED_UNITS, ENABLED_UNITS, KEPT_GENERATORS]).encode())
     _hash_tree(h, images_dir() / "overlay")
     return h.hexdigest()
 
@@ -205,12 +209,42 @@ def _customize_root(tree: Path) -> None:
     optional = [u for u in OPTIONAL_UNITS if (tree / "usr/lib/systemd/system" / u).exists()]
     run(["systemctl", f"--root={tree}", "enable", *ENABLED_UNITS, *optional, *own_units])
     run(["systemctl", f"--root={tree}", "mask", *MASKED_UNITS])
+    _mask_generators(tree)
+    _start_sshd_early(tree)
     for key in (tree / "etc/ssh").glob("ssh_host_*"):
         key.unlink()  # generated at first boot: every machine gets its own
     for junk in ("var/lib/apt/lists", "var/cache/apt", "var/cache/man"):
         shutil.rmtree(tree / junk, ignore_errors=True)
         (tree / junk).mkdir(parents=True, exist_ok=True)
     (tree / "etc/sysext-harness").mkdir(exist_ok=True)
+
+
+def _mask_generators(tree: Path) -> None:
+    """Mask every system generator but KEPT_GENERATORS, the documented way: a link to
+    /dev/null of the same name in /etc/systemd/system-generators."""
+    masks = tree / "etc/systemd/system-generators"
+    masks.mkdir(parents=True, exist_ok=True)
+    for generator in sorted((tree / "usr/lib/systemd/system-generators").iterdir()):
+        if generator.name not in KEPT_GENERATORS:
+            (masks / generator.name).unlink(missing_ok=True)
+            (masks / generator.name).symlink_to("/dev/null")
+
+
+def _start_sshd_early(tree: Path) -> None:
+    """sshd listens on the wildcard address, so it need not wait for network.target, and
+    its `sshd -t` pre-check is one more cold start under TCG on every boot. An /etc copy of
+    Debian's unit without both (a drop-in cannot remove an After=); the harness still
+    connects only once sysext-harness-ssh-ready.service saw the address."""
+    unit = (tree / "usr/lib/systemd/system/ssh.service").read_text()
+    lines = []
+    for line in unit.splitlines():
+        if line.startswith("ExecStartPre="):
+            continue
+        if line.startswith("After="):
+            after = [u for u in line.removeprefix("After=").split() if u != "network.target"]
+            line = "After=" + " ".join(after)
+        lines.append(line)
+    (tree / "etc/systemd/system/ssh.service").write_text("\n".join(lines) + "\n")
 
 
 def _versions_of(directory: Path, name: str, suffix: str) -> list[Path]:
