@@ -30,6 +30,7 @@ from harness import versions
 from harness.errors import HarnessError
 from harness.paths import cache_dir, images_dir
 from harness.run import run
+from harness.targets import inuse
 from harness.targets.initramfs import build_initramfs, initramfs_digest
 from harness.targets.model import USR_SLOTS, BaseRecipe, Persona, Target
 
@@ -415,12 +416,14 @@ def ensure_target_image(target: Target, progress: Progress = _stderr) -> TargetI
     """Build (or reuse) the images of one target."""
     digest = target_digest(target)
     dest = cache_dir() / "images" / f"{target.name}-{digest[:16]}"
-    if not (dest / "manifest.json").exists():
+    if not inuse.hold(dest):  # held (not removed by other runs' builds) until exit
         tree = ensure_base_root(target.base, progress)
         _check_root()
-        with _build_lock():
+        with _build_lock():  # image directories are only removed under this lock
             if not (dest / "manifest.json").exists():
                 _build_target_image(target, tree, dest, digest, progress)
+            if not inuse.hold(dest):
+                raise HarnessError(f"{dest}: no manifest.json right after the build")
     manifest = json.loads((dest / "manifest.json").read_text())
     return TargetImage(target=target, directory=dest, root=dest / "root.img",
                        usr_a=dest / "usr-a.img", usr_b=dest / "usr-b.img",
@@ -492,6 +495,7 @@ def _build_target_image(target: Target, tree: Path, dest: Path, digest: str,
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     for stale in _versions_of(dest.parent, target.name, ""):
-        shutil.rmtree(stale, ignore_errors=True)
+        if not inuse.remove_unless_used(stale):
+            progress(f"keeping {stale.name}: another harness run still uses it")
     tmp.rename(dest)
     progress(f"{target.name} ready in {time.monotonic() - started:.1f} s")
