@@ -86,7 +86,8 @@ class _MatrixRecorder:
         if report.when == "call" or (report.when == "setup" and not report.passed):
             outcome = "pass" if report.passed else ("skip" if report.skipped else "fail")
             detail = "" if report.passed else str(report.longrepr)[:2000]
-            self.config.stash[_MATRIX].add(scenario, target, outcome, detail)
+            self.config.stash[_MATRIX].add(scenario, target, outcome, detail,
+                                           seconds=report.duration)
 
 
 class _XdistHooks:

@@ -1,7 +1,8 @@
 """The results matrix: scenario x target -> pass, fail or n/a (with the reason).
 
 Nightly CI users read this first, so it is printed at the end of a run and written as
-Markdown and JSON into the run's artifact directory.
+Markdown and JSON into the run's artifact directory. Each run cell also keeps its duration,
+and the totals per target say where a long run spent its time.
 """
 
 from __future__ import annotations
@@ -16,18 +17,39 @@ SYMBOL = {"pass": "pass", "fail": "FAIL", "n/a": "n/a", "error": "ERROR", "skip"
 @dataclass
 class Matrix:
     targets: list[str] = field(default_factory=list)
-    cells: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
+    cells: dict[str, dict[str, dict[str, object]]] = field(default_factory=dict)
 
-    def add(self, scenario: str, target: str, outcome: str, detail: str = "") -> None:
+    def add(self, scenario: str, target: str, outcome: str, detail: str = "",
+            seconds: float | None = None) -> None:
         if target not in self.targets:
             self.targets.append(target)
-        self.cells.setdefault(scenario, {})[target] = {"outcome": outcome, "detail": detail}
+        cell: dict[str, object] = {"outcome": outcome, "detail": detail}
+        if seconds is not None:
+            cell["seconds"] = round(seconds, 1)
+        self.cells.setdefault(scenario, {})[target] = cell
+
+    def seconds_per_target(self) -> dict[str, float]:
+        """Summed durations of the scenario runs on each target (n/a cells cost nothing)."""
+        out = {t: 0.0 for t in self.targets}
+        for row in self.cells.values():
+            for target, cell in row.items():
+                seconds = cell.get("seconds")
+                if isinstance(seconds, int | float):
+                    out[target] = out.get(target, 0.0) + seconds
+        return {t: round(s, 1) for t, s in out.items()}
+
+    def _time_line(self) -> str:
+        per_target = self.seconds_per_target()
+        if not any(per_target.values()):
+            return ""
+        return "time per target: " + ", ".join(f"{t} {s:.0f} s" for t, s in per_target.items())
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for row in self.cells.values():
             for cell in row.values():
-                out[cell["outcome"]] = out.get(cell["outcome"], 0) + 1
+                outcome = str(cell["outcome"])
+                out[outcome] = out.get(outcome, 0) + 1
         return out
 
     def rows(self) -> list[tuple[str, list[str]]]:
@@ -44,7 +66,8 @@ class Matrix:
             lines.append(name.ljust(width) + "  " + "  ".join(
                 m.ljust(c) for m, c in zip(marks, cols, strict=True)))
         totals = ", ".join(f"{n} {k}" for k, n in sorted(self.counts().items()))
-        return "\n".join(lines) + f"\n({totals})"
+        timing = self._time_line()
+        return "\n".join(lines) + f"\n({totals})" + (f"\n{timing}" if timing else "")
 
     def markdown(self) -> str:
         head = "| scenario | " + " | ".join(self.targets) + " |"
@@ -54,9 +77,12 @@ class Matrix:
         for name in sorted(self.cells):
             for target, cell in self.cells[name].items():
                 if cell["outcome"] != "pass" and cell["detail"]:
-                    first = cell["detail"].strip().splitlines()[0][:200]
+                    first = str(cell["detail"]).strip().splitlines()[0][:200]
                     notes.append(f"- **{name}** on `{target}` ({cell['outcome']}): {first}")
         text = "\n".join([head, sep, *body])
+        timing = self._time_line()
+        if timing:
+            text += "\n\n" + timing[0].upper() + timing[1:]
         if notes:
             text += "\n\n" + "\n".join(notes)
         return text + "\n"
@@ -67,5 +93,7 @@ class Matrix:
         md.write_text("# Results matrix\n\n" + self.markdown())
         js = directory / "matrix.json"
         js.write_text(json.dumps({"targets": self.targets, "results": self.cells,
-                                  "counts": self.counts()}, indent=2) + "\n")
+                                  "counts": self.counts(),
+                                  "seconds_per_target": self.seconds_per_target()},
+                                 indent=2) + "\n")
         return md, js

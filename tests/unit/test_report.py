@@ -1,0 +1,51 @@
+"""The results matrix: outcomes, reasons and time per target, in text, Markdown and JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from harness.report import Matrix
+
+
+def _matrix() -> Matrix:
+    m = Matrix()
+    m.add("merge-erofs", "refos-257-flatcar", "pass", seconds=4.24)
+    m.add("merge-erofs", "refos-252-flatcar", "fail", "step 2 (merge): expected exit 0\nmore",
+          seconds=6.0)
+    m.add("confext-merge", "refos-252-flatcar", "n/a", "systemd-confext is new in 254")
+    m.add("confext-merge", "refos-257-flatcar", "pass", seconds=3.0)
+    return m
+
+
+def test_counts_and_seconds_per_target() -> None:
+    m = _matrix()
+    assert m.counts() == {"pass": 2, "fail": 1, "n/a": 1}
+    assert m.seconds_per_target() == {"refos-257-flatcar": 7.2, "refos-252-flatcar": 6.0}
+
+
+def test_text_lists_every_cell_and_the_time() -> None:
+    text = _matrix().text()
+    assert "confext-merge" in text and "FAIL" in text and "n/a" in text
+    assert "(1 fail, 1 n/a, 2 pass)" in text
+    assert text.endswith("time per target: refos-257-flatcar 7 s, refos-252-flatcar 6 s")
+
+
+def test_markdown_and_json_files(tmp_path: Path) -> None:
+    md, js = _matrix().write(tmp_path)
+    text = md.read_text()
+    assert "| merge-erofs | pass | FAIL |" in text
+    assert "- **merge-erofs** on `refos-252-flatcar` (fail): step 2 (merge): expected exit 0" \
+        in text
+    assert "Time per target: refos-257-flatcar 7 s" in text
+    data = json.loads(js.read_text())
+    assert data["results"]["merge-erofs"]["refos-257-flatcar"] == {
+        "outcome": "pass", "detail": "", "seconds": 4.2}
+    assert "seconds" not in data["results"]["confext-merge"]["refos-252-flatcar"]
+    assert data["seconds_per_target"]["refos-252-flatcar"] == 6.0
+
+
+def test_no_time_line_without_durations() -> None:
+    m = Matrix()
+    m.add("id-any", "refos-254-fcos", "n/a", "no")
+    assert "time per target" not in m.text()
