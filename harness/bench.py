@@ -114,7 +114,11 @@ def bench_suite(target_pattern: str | None, jobs: int = 1) -> dict[str, float]:
         assert suite is not None
         tests = int(suite.get("tests", 0)) - int(suite.get("skipped", 0))
         failed = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
+    matrix = project_root() / "artifacts" / "latest" / "matrix.json"
+    per_target = (json.loads(matrix.read_text()).get("seconds_per_target", {})
+                  if matrix.exists() else {})
     return {
+        "suite_seconds_per_target": per_target,
         "suite_wall_s": round(wall, 1),
         "suite_scenario_runs": tests,
         "suite_failed": failed,
@@ -166,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
             value = results[key]
             unit = " s" if key.endswith("_s") else ""
             print(f"{label:<55} {value}{unit}")
+    for target, seconds in results.get("suite_seconds_per_target", {}).items():  # type: ignore[union-attr]
+        print(f"  scenario runs on {target:<36} {seconds} s")
     print(f"\n(written to {out})")
     return 0 if results.get("suite_exit_code", 0) == 0 else 1
 
