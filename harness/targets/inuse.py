@@ -30,6 +30,8 @@ def hold(directory: Path, marker: str = "manifest.json") -> bool:
         lock = open(directory / IN_USE_FILE, "a")  # noqa: SIM115 - held until exit
     except FileNotFoundError:
         return False
+    except PermissionError:  # a cache this user may read but not write: usable, unguarded
+        return (directory / marker).exists()
     fcntl.flock(lock, fcntl.LOCK_SH)
     if not (directory / marker).exists():
         lock.close()
