@@ -57,9 +57,20 @@ COLD_BOOT_ATTEMPTS = 2
 # finishes. The machine is reset (like a power cycle in early boot), at most this often.
 _RCU_STALL = re.compile(r"rcu: INFO: rcu_(preempt|sched) detected stalls")
 MAX_STALL_RESETS = 2
-# Lines the guest's first-boot provisioning prints when it fails (see images/overlay).
+# Lines the guest's first-boot provisioning prints when it fails (see images/overlay). Only
+# a finished line counts: the console is polled while the guest is still writing, and a
+# reason cut mid-line would not match what a scenario's `expect_failure` asks for.
 _PROVISIONING_FAILED = re.compile(
-    r"SYSEXT-HARNESS-(IGNITION|CLOUD-CONFIG)-FAILED: ([^\r\n]*)")
+    r"SYSEXT-HARNESS-(IGNITION|CLOUD-CONFIG)-FAILED: ([^\r\n]*)\r?\n")
+
+
+def provisioning_failure(console: str) -> tuple[str, str] | None:
+    """The (tool, reason) of the first complete provisioning-failure line, if any."""
+    failed = _PROVISIONING_FAILED.search(console)
+    if failed is None:
+        return None
+    tool = "Ignition" if failed.group(1) == "IGNITION" else "cloud-config"
+    return tool, failed.group(2).strip()
 
 
 def emulator_aborted(stderr: str) -> bool:
@@ -258,10 +269,10 @@ class Machine:
 
     def check_provisioning(self) -> None:
         """Raise ProvisioningFailed if first-boot provisioning reported a failure."""
-        failed = _PROVISIONING_FAILED.search(self.console_log())
+        failed = provisioning_failure(self.console_log())
         if failed:
-            tool = "Ignition" if failed.group(1) == "IGNITION" else "cloud-config"
-            raise ProvisioningFailed(tool, failed.group(2).strip(),
+            tool, reason = failed
+            raise ProvisioningFailed(tool, reason,
                                      f"--- console tail ---\n{tail(self.console_path)}")
 
     def settle(self, timeout: float = 300.0) -> str:

@@ -1,0 +1,31 @@
+"""Reading first-boot provisioning failures off a console that is still being written."""
+
+from __future__ import annotations
+
+from harness.machine.machine import provisioning_failure
+
+LINE = ("SYSEXT-HARNESS-IGNITION-FAILED: stage files: CRITICAL : files: createFilesystemsFiles:"
+        " createFiles: op(1): [failed]   writing file \"/sysroot/etc/extensions/tampered.raw\":"
+        " hash verification failed")
+
+
+def test_a_finished_line_gives_tool_and_reason() -> None:
+    console = f"[  OK  ] Started foo.\r\n\x1b[!p\x1b]104\x07{LINE}\r\nmore\r\n"
+    tool, reason = provisioning_failure(console) or ("", "")
+    assert tool == "Ignition"
+    assert reason.endswith("hash verification failed")
+
+
+def test_a_line_still_being_written_does_not_count_yet() -> None:
+    # Seen in CI: the console was polled mid-line and the reason was cut to "stage files:".
+    assert provisioning_failure(f"boot\r\n{LINE[:60]}") is None
+    assert provisioning_failure(f"boot\r\n{LINE}") is None
+
+
+def test_cloud_config_failures_and_plain_newlines() -> None:
+    console = "SYSEXT-HARNESS-CLOUD-CONFIG-FAILED: boot: step 2: exit 1\n"
+    assert provisioning_failure(console) == ("cloud-config", "boot: step 2: exit 1")
+
+
+def test_no_failure_line() -> None:
+    assert provisioning_failure("SYSEXT-HARNESS-IGNITION-APPLIED platform=qemu\r\n") is None
