@@ -32,7 +32,9 @@ log = logging.getLogger(__name__)
 BOOT_TIMEOUT = 600.0  # cold boot under TCG takes ~20-25 s; leave room for a loaded host
 RESTORE_TIMEOUT = 120.0
 SSH_KEY_FW_CFG = "opt/org.sysext-harness/ssh-key"
-_HOSTKEY_LINE = re.compile(r"SYSEXT-HARNESS-HOSTKEY (ssh-ed25519 [A-Za-z0-9+/=]+)")
+# The key counts only once something follows it: the console is polled while the guest
+# writes, and a key cut mid-line would make every login fail as a host-key mismatch.
+_HOSTKEY_LINE = re.compile(r"SYSEXT-HARNESS-HOSTKEY (ssh-ed25519 [A-Za-z0-9+/=]+)[ \r\n]")
 # Printed by sysext-harness-ssh-ready.service once sshd listens (images/overlay). Until
 # then a connection attempt would only hang in QEMU's user network until it times out.
 _SSH_READY = "SYSEXT-HARNESS-SSH-READY"
@@ -62,6 +64,12 @@ MAX_STALL_RESETS = 2
 # reason cut mid-line would not match what a scenario's `expect_failure` asks for.
 _PROVISIONING_FAILED = re.compile(
     r"SYSEXT-HARNESS-(IGNITION|CLOUD-CONFIG)-FAILED: ([^\r\n]*)\r?\n")
+
+
+def announced_host_key(console: str) -> str | None:
+    """The guest's SSH host key as its last complete console announcement gives it."""
+    found = _HOSTKEY_LINE.findall(console)
+    return found[-1] if found else None
 
 
 def provisioning_failure(console: str) -> tuple[str, str] | None:
@@ -248,9 +256,7 @@ class Machine:
                 panics_logged = 0
                 continue
             if self.host_key is None:
-                found = _HOSTKEY_LINE.findall(console)
-                if found:
-                    self.host_key = found[-1]
+                self.host_key = announced_host_key(console)
             since = time.monotonic() - last_attempt
             ready = not ready_line or _SSH_READY in new
             if self.host_key is not None and (

@@ -1,8 +1,8 @@
-"""Reading first-boot provisioning failures off a console that is still being written."""
+"""Reading guest announcements (failures, host key) off a console still being written."""
 
 from __future__ import annotations
 
-from harness.machine.machine import provisioning_failure
+from harness.machine.machine import announced_host_key, provisioning_failure
 
 LINE = ("SYSEXT-HARNESS-IGNITION-FAILED: stage files: CRITICAL : files: createFilesystemsFiles:"
         " createFiles: op(1): [failed]   writing file \"/sysroot/etc/extensions/tampered.raw\":"
@@ -29,3 +29,11 @@ def test_cloud_config_failures_and_plain_newlines() -> None:
 
 def test_no_failure_line() -> None:
     assert provisioning_failure("SYSEXT-HARNESS-IGNITION-APPLIED platform=qemu\r\n") is None
+
+
+def test_host_key_only_once_complete() -> None:
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOv1bQ+Xb0z3w2Ue9vV6zX9aY4nV0Q7fGzY7r0m8yq2K"
+    line = f"SYSEXT-HARNESS-HOSTKEY {key} root@refos\r\n"
+    assert announced_host_key(line[:50]) is None
+    assert announced_host_key(line[:-12]) == key
+    assert announced_host_key("old\r\n" + line.replace("K root", "J root") + line) == key
