@@ -218,9 +218,14 @@ def applicability(scenario: Scenario, target: Target) -> tuple[bool, str]:
     return ok, reason
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
                                   items: list[pytest.Item]) -> None:
-    """Deselect not-applicable pairs, and group scenario items by target (one snapshot each)."""
+    """Deselect not-applicable pairs, and group scenario items by target (one snapshot each).
+
+    Runs after `-k`/`-m` have deselected theirs, so a narrowed run lists only the n/a pairs
+    the user asked about.
+    """
     keep: list[pytest.Item] = []
     dropped: list[pytest.Item] = []
     if any(isinstance(i, ScenarioItem) for i in items):

@@ -60,7 +60,7 @@ class Condition:
     systemd: str | None = None  # harness.versions constraint, e.g. ">=254"
     personas: tuple[str, ...] = ()  # empty: any persona
     targets: tuple[str, ...] = ()  # fnmatch patterns on target names; empty: any target
-    reason: str | None = None  # shown instead of the generated description when unmet
+    reason: str | None = None  # why the condition exists; shown with what is unmet
 
     @property
     def is_empty(self) -> bool:
@@ -84,11 +84,16 @@ class Condition:
         return problems
 
     def holds(self, target: TargetLike) -> tuple[bool, str]:
-        """(True, "") when every part holds, else (False, why) for logs and skip reasons."""
+        """(True, "") when every part holds, else (False, why) for logs and skip reasons.
+
+        An author's `reason` usually explains one part (a version), so the unmet parts are
+        always named too: a Kairos-only scenario on Flatcar must not read as a version gap.
+        """
         problems = self.unmet(target)
         if not problems:
             return True, ""
-        return False, self.reason or "; ".join(problems)
+        unmet = "; ".join(problems)
+        return False, f"{self.reason.strip()} ({unmet})" if self.reason else unmet
 
 
 @dataclass(frozen=True)

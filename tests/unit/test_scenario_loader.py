@@ -161,7 +161,17 @@ def test_applies_to_reasons(tmp_path: Path) -> None:
     """))
     assert s.applies_to.applies(target()) == (True, "")
     assert s.applies_to.applies(target("refos-252-fcos", 252, "fcos")) == (
-        False, "ID_LIKE matching exists from 257 on")
+        False, "ID_LIKE matching exists from 257 on "
+               "(target refos-252-fcos matches none of refos-257-*)")
+
+    # The author's reason explains the version; a persona mismatch is still named.
+    s = load_scenario(write(tmp_path, """\
+        description: d
+        applies_to: {personas: [kairos], systemd: ">=255", reason: names end .sysext.raw}
+        steps: [merge]
+    """))
+    assert s.applies_to.applies(target("refos-257-flatcar", 257)) == (
+        False, "names end .sysext.raw (needs persona kairos, target has flatcar)")
 
 
 def test_when_condition_on_step(tmp_path: Path) -> None:
