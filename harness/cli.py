@@ -1,5 +1,5 @@
 """Command line: ``sysext-harness targets | images build | sysext build | config render |
-validate | test``.
+validate | docs | check | test``.
 
 Bad input exits 2 with a message naming the file, key and value; failures of real work
 exit 1.
@@ -145,6 +145,54 @@ def _cmd_docs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    import pytest
+
+    from harness.check import (
+        CheckRequest,
+        check_architecture,
+        check_unit_names,
+        default_targets,
+        write_scenario,
+    )
+    from harness.extensions.inspect import inspect_image
+    from harness.scenario import load_scenario
+    from harness.targets.registry import select_targets
+
+    images = tuple(inspect_image(Path(p)) for p in args.images)
+    for info in images:
+        print(f"image: {info.summary()}")
+    test_script = Path(args.test) if args.test else None
+    if test_script is not None and not test_script.is_file():
+        raise ConfigError("no such file", key="--test", value=args.test)
+    request = CheckRequest(images=images, units=check_unit_names(args.unit),
+                           commands=tuple(args.run), test_script=test_script,
+                           reboot=not args.no_reboot)
+    targets = select_targets(args.target or None)
+    for info in images:
+        check_architecture(info, targets)
+    if not args.target:
+        targets = default_targets(request, targets)
+    artifacts = Path(args.artifacts)
+    check_dir = artifacts / "check"
+    scenario = write_scenario(request, check_dir)
+    load_scenario(scenario)  # a generated file that does not load is a bug: say so now
+    (check_dir / "pytest.ini").write_text("[pytest]\n")  # not the caller's pytest settings
+    print(f"scenario: {scenario}")
+    print(f"targets: {', '.join(t.name for t in targets)}", flush=True)
+    argv = [str(scenario), "-c", str(check_dir / "pytest.ini"), "--rootdir", str(check_dir),
+            "-p", "no:cacheprovider", "--artifacts", str(artifacts),
+            "--target", ",".join(t.name for t in targets)]
+    if args.jobs > 1:
+        argv += ["-n", str(args.jobs), "--dist", "loadgroup"]
+    code = int(pytest.main(argv))
+    if code == pytest.ExitCode.NO_TESTS_COLLECTED:
+        print("error: the check applies to none of the targets (see the reasons above)",
+              file=sys.stderr)
+        return 2
+    return code
+
+
 def _cmd_test(args: argparse.Namespace) -> int:
     import pytest
 
@@ -194,6 +242,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("docs", help="regenerate docs/behaviour.md from the scenarios")
     p.set_defaults(func=_cmd_docs)
+
+    p = sub.add_parser(
+        "check", help="check extension images: merge, boot, units, commands",
+        description="Boot the targets an image is meant for (by its extension-release ID), "
+                    "install the image, and check that it merges at runtime and at boot, "
+                    "that no unit fails that did not fail before, that the named units are "
+                    "active and that the commands succeed. Writes an ordinary scenario "
+                    "file and runs it; exit 0 when every target passes, 1 when one fails, "
+                    "2 for bad input.")
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="a .raw (squashfs, erofs or DDI) or a directory; several are "
+                        "installed together")
+    p.add_argument("--target", action="append", default=[], metavar="PATTERN",
+                   help="targets to run on, glob patterns (default: every default target "
+                        "whose ID the images match)")
+    p.add_argument("--unit", action="append", default=[], metavar="UNIT",
+                   help="a unit that must be active after boot (repeatable)")
+    p.add_argument("--run", action="append", default=[], metavar="COMMAND",
+                   help="a shell command that must exit 0 in the guest (repeatable)")
+    p.add_argument("--test", metavar="SCRIPT",
+                   help="a script copied into the guest and run there; must exit 0")
+    p.add_argument("--no-reboot", action="store_true",
+                   help="check the runtime merge only; --unit units are started by hand")
+    p.add_argument("--artifacts", default="artifacts", metavar="DIR",
+                   help="artifact root; the scenario goes to DIR/check (default: %(default)s)")
+    p.add_argument("-j", "--jobs", type=int, default=1,
+                   help="machines at once (pytest-xdist; default: %(default)s)")
+    p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser("test", help="run scenarios (arguments go to pytest)")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER)

@@ -40,6 +40,7 @@ from harness.extensions.ddi import (
     repart_version,
     signature_object,
 )
+from harness.extensions.inspect import inspect_image
 from harness.extensions.signing import (
     CERT_ENV,
     KEY_ENV,
@@ -323,6 +324,17 @@ def test_usr_partition_holds_usr_only(build, tmp_path: Path) -> None:  # type: i
     assert (out / RELEASE_REL).read_text() == RELEASE_TEXT  # mounted at /usr
     assert (out / "bin/hello").read_text() == "#!/bin/sh\necho hello\n"
     assert not (out / "usr").exists() and not (out / "opt").exists()
+
+
+@needs_toolbox
+@pytest.mark.parametrize(("fmt", "mode", "partition"), [
+    ("squashfs", "signed", "usr"), ("erofs", "unsigned", "root"), ("erofs", "plain", "usr")])
+def test_check_reads_ddis(build, fmt: str, mode: str, partition: str) -> None:  # type: ignore[no-untyped-def]
+    """`sysext-harness check` finds the release file and units inside the data partition."""
+    info = inspect_image(build(fmt, mode, partition).path)
+    assert (info.format, info.ddi_partition, info.name) == ("ddi", partition, "hello")
+    assert (info.verity, info.signed) == (mode != "plain", mode == "signed")
+    assert info.release == {"ID": "debian", "VERSION_ID": "12", "ARCHITECTURE": "x86-64"}
 
 
 # --------------------------------------------------------------------------- caching

@@ -73,7 +73,16 @@ def test_kairos_persona_ships_its_verity_dropin_from_254() -> None:
     assert '--image-policy="root=verity+absent:usr=verity+absent"' in content
     assert constraint == ">=254"
     assert not versions.matches(constraint, 252)
-    assert get_target("refos-257-flatcar").persona.files == ()
+    assert get_target("refos-257-fcos").persona.files == ()
+
+
+def test_flatcar_persona_ships_ensure_sysext() -> None:
+    files = {path: content for path, content, _ in get_target("refos-252-flatcar").persona.files}
+    unit = files["/etc/systemd/system/ensure-sysext.service"]
+    assert "BindsTo=systemd-sysext.service" in unit and "After=systemd-sysext.service" in unit
+    assert "restart --no-block sockets.target timers.target multi-user.target" in unit
+    assert "Wants=ensure-sysext.service" in files[
+        "/etc/systemd/system/sysinit.target.d/ensure-sysext.conf"]
 
 
 @pytest.mark.parametrize(("files", "key"), [

@@ -1,0 +1,252 @@
+"""`sysext-harness check IMAGE`: an extension author's question, answered as a scenario.
+
+Does my `.raw` merge, do its units start and do its programs run on the systems I ship
+for? The check reads the image on the host (harness.extensions.inspect), picks the
+targets its extension-release matches, and writes an ordinary scenario file that the
+pytest plugin runs like any other: same machines, snapshots, artifacts and results
+matrix. The file is kept, so an author can copy it into a scenarios/ directory and
+extend it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.errors import ConfigError
+from harness.extensions.inspect import ImageInfo
+from harness.targets.model import Target
+
+#: Where the guest keeps the failed units it had before the extension came.
+FAILED_BEFORE = "/var/lib/sysext-harness-check/failed-before"
+#: Default extension directory of confexts, which systemd-confext reads.
+CONFEXT_DIR = "/var/lib/confexts"
+#: confext, and with it systemd-confext.service, is new in systemd 254.
+CONFEXT_SINCE = 254
+#: ID_LIKE matching is in 257.13 and later (sysext-behaviour reference §1.1, step 5).
+ID_LIKE_SINCE = 257
+_TEST_SCRIPT_PATH = "/var/lib/sysext-harness-check/test"
+
+
+@dataclass(frozen=True)
+class CheckRequest:
+    """What to check, beyond merging: from the command line."""
+
+    images: tuple[ImageInfo, ...]
+    units: tuple[str, ...] = ()  # must be active (after boot, or after a start)
+    commands: tuple[str, ...] = ()  # must exit 0
+    test_script: Path | None = None  # runs in the guest, must exit 0
+    reboot: bool = True  # also check the merge at boot (what users get)
+
+
+# --------------------------------------------------------------------------- targets
+
+
+def image_matches(info: ImageInfo, target: Target) -> tuple[bool, str]:
+    """Whether systemd on `target` would take the image, judged from its release fields.
+
+    Only ID (and ID_LIKE, 257+) and the extension type decide here; VERSION_ID,
+    SYSEXT_LEVEL and SYSEXT_SCOPE are for the guest's systemd to judge in the check.
+    """
+    host = target.os_release
+    ext_id = info.release.get("ID", "")
+    if info.type == "confext" and target.systemd_version < CONFEXT_SINCE:
+        return False, f"systemd {target.systemd_version} has no systemd-confext"
+    if ext_id == "_any" or ext_id == host.get("ID"):
+        return True, ""
+    if ext_id in host.get("ID_LIKE", "").split() and target.systemd_version >= ID_LIKE_SINCE:
+        return True, ""
+    return False, f"ID={ext_id or '(none)'}, target has ID={host.get('ID')}"
+
+
+def check_architecture(info: ImageInfo, targets: Sequence[Target]) -> None:
+    arch = info.release.get("ARCHITECTURE")
+    allowed = sorted({t.architecture for t in targets} | {"_any"})
+    if arch is not None and arch not in allowed:
+        raise ConfigError(f"{info.path.name} is built for another architecture",
+                          key="ARCHITECTURE", value=arch, allowed=allowed)
+
+
+def default_targets(request: CheckRequest, candidates: Sequence[Target]) -> list[Target]:
+    """The candidates every image is meant for; a ConfigError if none is."""
+    chosen = [t for t in candidates
+              if all(image_matches(info, t)[0] for info in request.images)]
+    if not chosen:
+        why = "; ".join(f"{info.path.name}: {image_matches(info, t)[1]}"
+                        for info in request.images for t in candidates[:1])
+        ids = ", ".join(sorted({f"{t.persona.name} (ID={t.os_release.get('ID')})"
+                                for t in candidates}))
+        raise ConfigError(f"no default target takes the image(s) ({why})", key="ID",
+                          value=" ".join(info.release.get("ID", "") for info in request.images),
+                          allowed=f"_any or a persona's ID: {ids}; or name targets with "
+                                  "--target to run there anyway")
+    return chosen
+
+
+# --------------------------------------------------------------------------- scenario
+
+
+def scenario_data(request: CheckRequest) -> dict[str, Any]:
+    """The scenario, as the mapping its YAML file holds."""
+    names = [info.name for info in request.images]
+    if len(set(names)) != len(names):
+        raise ConfigError("two images have the same extension-release name, so systemd would "
+                          "merge only one of them", key="IMAGE", value=", ".join(names))
+    sysexts = [i.name for i in request.images if i.type == "sysext"]
+    confexts = [i.name for i in request.images if i.type == "confext"]
+    merged: dict[str, list[str]] = {}
+    if sysexts:
+        merged["/usr"] = sysexts
+    if confexts:
+        merged["/etc"] = confexts
+    data: dict[str, Any] = {
+        "description": " ".join([
+            "sysext-harness check of", ", ".join(i.path.name for i in request.images) + ":",
+            "merged at runtime" + (" and at boot" if request.reboot else "") + ",",
+            "no unit fails that did not fail before"
+            + (", the named units are active" if request.units else "")
+            + (", the commands succeed" if request.commands or request.test_script else "")
+            + "."]),
+        "tags": ["check"],
+    }
+    if confexts:
+        data["applies_to"] = {"systemd": f">={CONFEXT_SINCE}",
+                              "reason": "systemd-confext is new in 254"}
+    data["extensions"] = {i.name: {"image": str(i.path.resolve()), "type": i.type}
+                          for i in request.images}
+    data["steps"] = _steps(request, merged)
+    return data
+
+
+def _steps(request: CheckRequest, merged: dict[str, list[str]]) -> list[dict[str, Any]]:
+    steps: list[dict[str, Any]] = [{
+        "name": "note the units that failed before the extension came (not held against it)",
+        "run": f"mkdir -p {shlex.quote(str(Path(FAILED_BEFORE).parent))} && "
+               f"{_failed_units()} > {FAILED_BEFORE}",
+    }]
+    for info in request.images:
+        as_name = info.name if info.format == "directory" else f"{info.name}.raw"
+        step: dict[str, Any] = {
+            "name": f"install {info.path.name} as {as_name} "
+                    f"(its release file is extension-release.{info.name})",
+            "install": info.name, "as": as_name}
+        if info.type == "confext":
+            step["dir"] = CONFEXT_DIR
+        steps.append(step)
+    for tool, names in (("sysext", merged.get("/usr")), ("confext", merged.get("/etc"))):
+        if names:
+            steps.append({"name": f"merged at runtime by systemd-{tool} refresh",
+                          "run": f"systemd-{tool} refresh",
+                          "expect": {"merged_into": {_hierarchy(tool): names}}})
+    steps.append({"name": "systemd sees the extension's units", "run": "systemctl daemon-reload"})
+    if request.reboot:
+        steps.append({"name": "boot with the extension installed", "reboot": None})
+        # The guest answers SSH before its boot transaction is done (ensure-sysext on
+        # Flatcar restarts multi-user.target without waiting): judge units after it.
+        steps.append({"name": "wait for the boot to finish (degraded is judged below)",
+                      "run": "systemctl is-system-running --wait || true", "timeout": 300})
+        services = {f"systemd-{tool}.service": "active"
+                    for tool, names in (("sysext", merged.get("/usr")),
+                                        ("confext", merged.get("/etc"))) if names}
+        steps.append({"name": "merged at boot", "expect": {"merged_into": merged,
+                                                          "unit_state": services}})
+    else:
+        for unit in request.units:
+            steps.append({"name": f"start {unit}", "run": f"systemctl start {shlex.quote(unit)}"})
+    steps.append({
+        "name": "no unit failed that had not failed before the extension",
+        "run": f"{_failed_units()} | comm -13 {FAILED_BEFORE} - > /tmp/failed-now\n"
+               "if [ -s /tmp/failed-now ]; then\n"
+               "  echo 'failed units:'; cat /tmp/failed-now\n"
+               "  systemctl --no-pager --full status $(cat /tmp/failed-now) 2>&1 | tail -n 60\n"
+               "  exit 1\n"
+               "fi\n",
+    })
+    units = sorted({u for i in request.images for u in i.units} | set(request.units))
+    if units:
+        steps.append({
+            "name": "the state of the extension's units (for the log)",
+            "run": "systemctl show --no-pager -p Id,LoadState,ActiveState,SubState,"
+                   f"UnitFileState {' '.join(shlex.quote(u) for u in units)}"})
+    if request.units:
+        steps.append({"name": "the named units are active",
+                      "expect": {"unit_state": {u: "active" for u in request.units}}})
+    for command in request.commands:
+        steps.append({"name": f"run: {command}", "run": command})
+    if request.test_script is not None:
+        steps.append({"name": f"test script {request.test_script.name}",
+                      "run": _script_step(request.test_script)})
+    return steps
+
+
+def _hierarchy(tool: str) -> str:
+    return "/usr" if tool == "sysext" else "/etc"
+
+
+def _failed_units() -> str:
+    return "systemctl list-units --failed --no-legend --plain --full | awk '{print $1}' | sort"
+
+
+def _script_step(script: Path) -> str:
+    try:
+        text = script.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the test script: {exc}", key="--test",
+                          value=str(script)) from None
+    marker = "SYSEXT_HARNESS_CHECK_EOF"
+    if marker in text:
+        raise ConfigError(f"the test script contains {marker}", key="--test", value=str(script))
+    return (f"mkdir -p {Path(_TEST_SCRIPT_PATH).parent}\n"
+            f"cat > {_TEST_SCRIPT_PATH} <<'{marker}'\n{text.rstrip()}\n{marker}\n"
+            f"chmod 0755 {_TEST_SCRIPT_PATH}\n{_TEST_SCRIPT_PATH}\n")
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block style for multi-line strings, so the written scenario reads like a hand one."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True  # no &id001 anchors: repeated lists are written out again
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def write_scenario(request: CheckRequest, directory: Path) -> Path:
+    """Write the check as `directory/scenarios/check-NAME.yaml`; returns its path."""
+    data = scenario_data(request)
+    name = "-".join(info.name for info in request.images)
+    path = directory / "scenarios" / f"check-{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images = ", ".join(str(i.path) for i in request.images)
+    header = (f"# Written by `sysext-harness check` on "
+              f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} for {images}.\n"
+              "# An ordinary scenario (docs/scenarios.md): copy it into a scenarios/ "
+              "directory to keep and extend it.\n")
+    path.write_text(header + yaml.dump(data, Dumper=_Dumper, sort_keys=False, width=96))
+    return path
+
+
+_UNIT_TYPES = ("service", "socket", "timer", "path", "mount", "automount", "swap", "target",
+               "device", "slice", "scope")
+
+
+def check_unit_names(units: Sequence[str]) -> tuple[str, ...]:
+    """`--unit` values, checked to be unit names (a typo must not become a shell word)."""
+    for unit in units:
+        stem, _, kind = unit.rpartition(".")
+        if not stem or kind not in _UNIT_TYPES or any(c.isspace() or c in "/'\"$`;&|"
+                                                      for c in unit):
+            raise ConfigError("not a unit name", key="--unit", value=unit,
+                              allowed=f"NAME.TYPE with TYPE one of {', '.join(_UNIT_TYPES)}")
+    return tuple(units)
