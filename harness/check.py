@@ -43,6 +43,7 @@ class CheckRequest:
     commands: tuple[str, ...] = ()  # must exit 0
     test_script: Path | None = None  # runs in the guest, must exit 0
     reboot: bool = True  # also check the merge at boot (what users get)
+    trust: tuple[Path, ...] = ()  # certificates for /etc/verity.d (signed DDIs)
 
 
 # --------------------------------------------------------------------------- targets
@@ -130,6 +131,8 @@ def _steps(request: CheckRequest, merged: dict[str, list[str]]) -> list[dict[str
         "run": f"mkdir -p {shlex.quote(str(Path(FAILED_BEFORE).parent))} && "
                f"{_failed_units()} > {FAILED_BEFORE}",
     }]
+    for cert in request.trust:
+        steps.append({"name": f"trust {cert.name} (/etc/verity.d)", "run": _trust_step(cert)})
     for info in request.images:
         as_name = info.name if info.format == "directory" else f"{info.name}.raw"
         step: dict[str, Any] = {
@@ -191,6 +194,21 @@ def _hierarchy(tool: str) -> str:
 
 def _failed_units() -> str:
     return "systemctl list-units --failed --no-legend --plain --full | awk '{print $1}' | sort"
+
+
+def _trust_step(cert: Path) -> str:
+    """Shell that installs `cert` (PEM or DER on the host) as a PEM file in /etc/verity.d."""
+    from cryptography.hazmat.primitives import serialization
+
+    from harness.extensions.signing import load_certificate
+
+    try:
+        pem = load_certificate(cert).public_bytes(serialization.Encoding.PEM).decode()
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"not a readable X.509 certificate: {exc}", key="--trust",
+                          value=str(cert), allowed="a PEM or DER certificate file") from None
+    dest = f"/etc/verity.d/check-{cert.stem}.crt"
+    return f"mkdir -p /etc/verity.d\ncat > {shlex.quote(dest)} <<'EOF'\n{pem.rstrip()}\nEOF\n"
 
 
 def _script_step(script: Path) -> str:

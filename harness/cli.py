@@ -167,7 +167,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
         raise ConfigError("no such file", key="--test", value=args.test)
     request = CheckRequest(images=images, units=check_unit_names(args.unit),
                            commands=tuple(args.run), test_script=test_script,
-                           reboot=not args.no_reboot)
+                           reboot=not args.no_reboot,
+                           trust=tuple(Path(c) for c in args.trust))
     targets = select_targets(args.target or None)
     for info in images:
         check_architecture(info, targets)
@@ -263,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a shell command that must exit 0 in the guest (repeatable)")
     p.add_argument("--test", metavar="SCRIPT",
                    help="a script copied into the guest and run there; must exit 0")
+    p.add_argument("--trust", action="append", default=[], metavar="CERT",
+                   help="a certificate (PEM or DER) the guest trusts for signed images, "
+                        "installed in /etc/verity.d (repeatable)")
     p.add_argument("--no-reboot", action="store_true",
                    help="check the runtime merge only; --unit units are started by hand")
     p.add_argument("--artifacts", default="artifacts", metavar="DIR",

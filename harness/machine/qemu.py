@@ -25,6 +25,9 @@ from harness.errors import MachineError
 from harness.machine.accel import Accel
 
 log = logging.getLogger(__name__)
+# qemu.qmp logs every refused connection at ERROR, but refusals are expected while QEMU
+# starts (the loop in `start` retries them); failures still surface as MachineError.
+logging.getLogger("qemu.qmp.protocol").setLevel(logging.CRITICAL)
 _PR_SET_PDEATHSIG = 1
 _QMP_IDS = itertools.count(1)
 

@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.extensions.ddi import build_ddi
+from harness.extensions.signing import generate_key_pair
+from harness.extensions.spec import parse_extension_spec
 from harness.paths import project_root
 from harness.run import run
 
@@ -67,3 +70,16 @@ def test_unit_with_a_missing_binary_fails_the_check(tmp_path: Path) -> None:
     assert res.returncode == 1, res.stdout[-4000:] + res.stderr[-2000:]
     assert "no unit failed that had not failed before the extension" in res.stdout
     assert "failed units:" in res.stdout and "broken.service" in res.stdout
+
+
+def test_signed_ddi_merges_once_its_certificate_is_trusted(tmp_path: Path) -> None:
+    pair = generate_key_pair(tmp_path / "keys")
+    spec = parse_extension_spec("signedtool", {
+        "format": "erofs", "release": {"ID": "_any"},
+        "files": [{"path": "/usr/bin/signedtool", "content": "#!/bin/sh\necho signed\n",
+                   "mode": "0755"}]}, source="test", key_prefix="extensions.signedtool")
+    ddi = build_ddi(spec, {}, key_pair=pair, mode="signed", cache_dir=tmp_path / "cache")
+    res = check(str(ddi.path), "--trust", str(pair.certificate), "--run", "signedtool",
+                "--no-reboot", "--artifacts", str(tmp_path / "art"))
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    assert "sysext ddi (root partition, signed verity)" in res.stdout

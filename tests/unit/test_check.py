@@ -222,3 +222,19 @@ def test_cli_bad_input_exits_2_before_any_vm(tmp_path: Path, capsys: pytest.Capt
         assert code == 2, argv
         assert message in err, (argv, err)
     assert not (tmp_path / "art").exists()  # nothing written, nothing booted
+
+
+def test_trust_installs_the_certificate_as_pem(tmp_path: Path) -> None:
+    from harness.extensions.signing import generate_key_pair
+
+    pair = generate_key_pair(tmp_path / "keys")
+    info = inspect_image(tree(tmp_path / "tool"))
+    data = scenario_data(CheckRequest(images=(info,), trust=(pair.certificate,)))
+    trust = next(s for s in data["steps"] if s["name"].startswith("trust "))
+    assert "/etc/verity.d/check-" in trust["run"] and "BEGIN CERTIFICATE" in trust["run"]
+    names = [s["name"] for s in data["steps"]]
+    assert names.index(trust["name"]) < next(i for i, n in enumerate(names)
+                                             if n.startswith("install "))
+    (tmp_path / "junk.crt").write_text("not a certificate\n")
+    with pytest.raises(ConfigError, match="--trust: not a readable X.509"):
+        scenario_data(CheckRequest(images=(info,), trust=(tmp_path / "junk.crt",)))
