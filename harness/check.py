@@ -32,6 +32,8 @@ CONFEXT_SINCE = 254
 #: ID_LIKE matching is in 257.13 and later (sysext-behaviour reference §1.1, step 5).
 ID_LIKE_SINCE = 257
 _TEST_SCRIPT_PATH = "/var/lib/sysext-harness-check/test"
+#: The tool (and its boot-time unit) that merges each hierarchy the check looks at.
+_TOOL = {"/usr": "systemd-sysext", "/etc": "systemd-confext"}
 
 
 @dataclass(frozen=True)
@@ -79,8 +81,8 @@ def default_targets(request: CheckRequest, candidates: Sequence[Target]) -> list
     chosen = [t for t in candidates
               if all(image_matches(info, t)[0] for info in request.images)]
     if not chosen:
-        why = "; ".join(f"{info.path.name}: {image_matches(info, t)[1]}"
-                        for info in request.images for t in candidates[:1])
+        why = "; ".join(f"{info.path.name} is a {info.type} with "
+                        f"ID={info.release.get('ID') or '(none)'}" for info in request.images)
         ids = ", ".join(sorted({f"{t.persona.name} (ID={t.os_release.get('ID')})"
                                 for t in candidates}))
         raise ConfigError(f"no default target takes the image(s) ({why})", key="ID",
@@ -142,11 +144,11 @@ def _steps(request: CheckRequest, merged: dict[str, list[str]]) -> list[dict[str
         if info.type == "confext":
             step["dir"] = CONFEXT_DIR
         steps.append(step)
-    for tool, names in (("sysext", merged.get("/usr")), ("confext", merged.get("/etc"))):
-        if names:
-            steps.append({"name": f"merged at runtime by systemd-{tool} refresh",
-                          "run": f"systemd-{tool} refresh",
-                          "expect": {"merged_into": {_hierarchy(tool): names}}})
+    for hierarchy, names in merged.items():
+        tool = _TOOL[hierarchy]
+        steps.append({"name": f"merged at runtime by {tool} refresh",
+                      "run": f"{tool} refresh",
+                      "expect": {"merged_into": {hierarchy: names}}})
     steps.append({"name": "systemd sees the extension's units", "run": "systemctl daemon-reload"})
     if request.reboot:
         steps.append({"name": "boot with the extension installed", "reboot": None})
@@ -154,9 +156,7 @@ def _steps(request: CheckRequest, merged: dict[str, list[str]]) -> list[dict[str
         # Flatcar restarts multi-user.target without waiting): judge units after it.
         steps.append({"name": "wait for the boot to finish (degraded is judged below)",
                       "run": "systemctl is-system-running --wait || true", "timeout": 300})
-        services = {f"systemd-{tool}.service": "active"
-                    for tool, names in (("sysext", merged.get("/usr")),
-                                        ("confext", merged.get("/etc"))) if names}
+        services = {f"{_TOOL[hierarchy]}.service": "active" for hierarchy in merged}
         steps.append({"name": "merged at boot", "expect": {"merged_into": merged,
                                                           "unit_state": services}})
     else:
@@ -186,10 +186,6 @@ def _steps(request: CheckRequest, merged: dict[str, list[str]]) -> list[dict[str
         steps.append({"name": f"test script {request.test_script.name}",
                       "run": _script_step(request.test_script)})
     return steps
-
-
-def _hierarchy(tool: str) -> str:
-    return "/usr" if tool == "sysext" else "/etc"
 
 
 def _failed_units() -> str:

@@ -174,7 +174,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         check_architecture(info, targets)
     if not args.target:
         targets = default_targets(request, targets)
-    artifacts = Path(args.artifacts)
+    artifacts = Path(args.artifacts).resolve()  # pytest runs with the check's own rootdir
     check_dir = artifacts / "check"
     scenario = write_scenario(request, check_dir)
     load_scenario(scenario)  # a generated file that does not load is a bug: say so now
