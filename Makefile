@@ -23,8 +23,9 @@ TEST_TARGETS ?= refos-257-flatcar,refos-252-flatcar
 target_args = $(if $(TARGET),--target '$(TARGET)')
 scenario_args = $(if $(SCENARIO),$(if $(wildcard $(SCENARIO)),$(SCENARIO),scenarios -k '$(SCENARIO)'),scenarios)
 jobs_args = $(if $(filter-out 1,$(JOBS)),-n $(JOBS) --dist loadgroup)
+jobs_args_check = $(if $(filter-out 1,$(JOBS)),--jobs $(JOBS))
 
-.PHONY: setup images test-scenario test unit lint bench docs clean-cache
+.PHONY: setup images test-scenario test unit lint bench docs clean-cache check-image
 
 setup: $(SETUP_STAMP)
 
@@ -53,6 +54,14 @@ unit: setup
 test: setup lint
 	$(BIN)/pytest tests/unit tests/integration scenarios -p no:cacheprovider \
 	  --target '$(TEST_TARGETS)' --timeout=1200 $(jobs_args) $(PYTEST_ARGS)
+
+# An extension author's check: make check-image IMAGE=my.raw [TARGET=...] [CHECK_ARGS='--unit
+# my.service --run "my --version"'] (docs/check.md).
+IMAGE ?=
+CHECK_ARGS ?=
+check-image: setup
+	@if [ -z '$(IMAGE)' ]; then echo "error: IMAGE: missing; give the image to check: make check-image IMAGE=path/to/ext.raw" >&2; exit 2; fi
+	$(BIN)/sysext-harness check $(IMAGE) $(target_args) $(jobs_args_check) $(CHECK_ARGS)
 
 bench: setup
 	$(BIN)/python -m harness.bench $(if $(TARGET),--target '$(TARGET)') --jobs $(JOBS)
