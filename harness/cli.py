@@ -155,13 +155,18 @@ def _cmd_check(args: argparse.Namespace) -> int:
         default_targets,
         write_scenario,
     )
-    from harness.extensions.inspect import inspect_image
+    from harness.extensions.inspect import MERGED_TOP_LEVEL, inspect_image
     from harness.scenario import load_scenario
     from harness.targets.registry import select_targets
 
     images = tuple(inspect_image(Path(p)) for p in args.images)
     for info in images:
         print(f"image: {info.summary()}")
+        ignored = info.ignored_entries()
+        if ignored:
+            print(f"warning: {info.path.name}: {info.type} merges only "
+                  f"{', '.join('/' + d for d in MERGED_TOP_LEVEL[info.type])}; these top-level "
+                  f"entries never reach the host: {', '.join(ignored)}", file=sys.stderr)
     test_script = Path(args.test) if args.test else None
     if test_script is not None and not test_script.is_file():
         raise ConfigError("no such file", key="--test", value=args.test)

@@ -23,6 +23,8 @@ GPT_MAGIC = b"EFI PART"  # at byte 512
 #: Where each extension type keeps its release file and its units, relative to the tree.
 RELEASE_DIRS = {"sysext": "usr/lib/extension-release.d", "confext": "etc/extension-release.d"}
 UNIT_DIRS = {"sysext": "usr/lib/systemd/system", "confext": "etc/systemd/system"}
+#: The hierarchies each tool merges by default (sysext-behaviour reference §2.1).
+MERGED_TOP_LEVEL = {"sysext": ("usr", "opt"), "confext": ("etc",)}
 _UNIT_SUFFIXES = (".service", ".socket", ".timer", ".path", ".mount", ".target")
 # systemd's os-release syntax: KEY=value, optionally quoted; comments and blanks ignored.
 _ASSIGNMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
@@ -42,6 +44,13 @@ class ImageInfo:
     verity: bool = False  # a DDI with a dm-verity hash partition
     signed: bool = False  # a DDI with a verity signature partition
     file_name_stem: str = field(default="")  # the name systemd would derive from the file
+    top_level: tuple[str, ...] = ()  # entries at the image's root (a usr partition: "usr")
+
+    def ignored_entries(self) -> tuple[str, ...]:
+        """Top-level entries the merge leaves out (systemd-sysext merges /usr and /opt only,
+        systemd-confext /etc only): files an author put there never reach the host."""
+        merged = MERGED_TOP_LEVEL[self.type]
+        return tuple(e for e in self.top_level if e not in merged)
 
     @property
     def name(self) -> str:
@@ -108,8 +117,11 @@ def inspect_image(path: Path, *, key: str = "IMAGE") -> ImageInfo:
 # --------------------------------------------------------------------------- formats
 
 
-def _from_tree(path: Path, tree: Path, fmt: str, prefix: str = "", **ddi: object) -> ImageInfo:
+def _from_tree(path: Path, tree: Path, fmt: str, prefix: str = "",
+               top_level: tuple[str, ...] | None = None, **ddi: object) -> ImageInfo:
     """`tree` holds the image's files; `prefix` is what a usr partition's tree lacks."""
+    if top_level is None:
+        top_level = ("usr",) if prefix else tuple(sorted(p.name for p in tree.iterdir()))
     def rel(p: str) -> Path:
         return tree / p.removeprefix(prefix)
 
@@ -122,7 +134,7 @@ def _from_tree(path: Path, tree: Path, fmt: str, prefix: str = "", **ddi: object
                          if p.name.endswith(_UNIT_SUFFIXES))) if unit_dir.is_dir() else ()
     return ImageInfo(path=path, format=fmt, type=ext_type,
                      release_name=release_file.removeprefix("extension-release."),
-                     release=parse_release(text), units=units,
+                     release=parse_release(text), units=units, top_level=top_level,
                      file_name_stem=stem_of(path.name), **ddi)  # type: ignore[arg-type]
 
 
@@ -153,7 +165,12 @@ def _from_squashfs(path: Path, fs: Path, prefix: str = "", **ddi: object) -> Ima
     with tempfile.TemporaryDirectory(prefix="sysext-harness-inspect-") as tmp:
         tree = Path(tmp) / "tree"
         run(["unsquashfs", "-no-xattrs", "-d", tree, fs, *wanted], timeout=300)
-        return _from_tree(path, tree, "ddi" if ddi else "squashfs", prefix, **ddi)
+        listing = run(["unsquashfs", "-d", "", "-l", "-max-depth", "1", fs], timeout=120)
+        top = tuple(sorted(line.strip().lstrip("/") for line in
+                           listing.stdout.decode(errors="replace").splitlines()
+                           if line.strip().lstrip("/")))
+        return _from_tree(path, tree, "ddi" if ddi else "squashfs", prefix,
+                          None if prefix else top, **ddi)
 
 
 def _from_erofs(path: Path, fs: Path, prefix: str = "", **ddi: object) -> ImageInfo:

@@ -238,3 +238,18 @@ def test_trust_installs_the_certificate_as_pem(tmp_path: Path) -> None:
     (tmp_path / "junk.crt").write_text("not a certificate\n")
     with pytest.raises(ConfigError, match="--trust: not a readable X.509"):
         scenario_data(CheckRequest(images=(info,), trust=(tmp_path / "junk.crt",)))
+
+
+@needs_tools
+@pytest.mark.parametrize("fmt", ["directory", "squashfs", "erofs"])
+def test_files_outside_the_merged_hierarchies_are_named(tmp_path: Path, fmt: str) -> None:
+    src = tree(tmp_path / "tool")
+    (src / "etc").mkdir()
+    (src / "etc/tool.conf").write_text("x\n")
+    (src / "opt/tool").mkdir(parents=True)
+    path = {"directory": lambda: src,
+            "squashfs": lambda: squashfs(src, tmp_path / "tool.raw"),
+            "erofs": lambda: erofs(src, tmp_path / "tool.erofs")}[fmt]()
+    info = inspect_image(path)
+    assert info.top_level == ("etc", "opt", "usr")
+    assert info.ignored_entries() == ("etc",)

@@ -335,6 +335,8 @@ def test_check_reads_ddis(build, fmt: str, mode: str, partition: str) -> None:  
     assert (info.format, info.ddi_partition, info.name) == ("ddi", partition, "hello")
     assert (info.verity, info.signed) == (mode != "plain", mode == "signed")
     assert info.release == {"ID": "debian", "VERSION_ID": "12", "ARCHITECTURE": "x86-64"}
+    assert info.top_level == (("usr",) if partition == "usr" else ("opt", "usr"))
+    assert info.ignored_entries() == ()
 
 
 # --------------------------------------------------------------------------- caching
