@@ -186,6 +186,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
     (check_dir / "pytest.ini").write_text("[pytest]\n")  # not the caller's pytest settings
     print(f"scenario: {scenario}")
     print(f"targets: {', '.join(t.name for t in targets)}", flush=True)
+    if args.dry_run:
+        return 0
     argv = [str(scenario), "-c", str(check_dir / "pytest.ini"), "--rootdir", str(check_dir),
             "-p", "no:cacheprovider", "--artifacts", str(artifacts),
             "--target", ",".join(t.name for t in targets)]
@@ -274,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "installed in /etc/verity.d (repeatable)")
     p.add_argument("--no-reboot", action="store_true",
                    help="check the runtime merge only; --unit units are started by hand")
+    p.add_argument("--dry-run", action="store_true",
+                   help="read the images, choose the targets and write the scenario; boot "
+                        "nothing")
     p.add_argument("--artifacts", default="artifacts", metavar="DIR",
                    help="artifact root; the scenario goes to DIR/check (default: %(default)s)")
     p.add_argument("-j", "--jobs", type=int, default=1,

@@ -253,3 +253,18 @@ def test_files_outside_the_merged_hierarchies_are_named(tmp_path: Path, fmt: str
     info = inspect_image(path)
     assert info.top_level == ("etc", "opt", "usr")
     assert info.ignored_entries() == ("etc",)
+
+
+def test_dry_run_writes_the_scenario_and_boots_nothing(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    good = tree(tmp_path / "tool", release="ID=flatcar\nSYSEXT_LEVEL=1.0\n")
+    code = main(["check", str(good), "--dry-run", "--unit", "tool.socket",
+                 "--artifacts", str(tmp_path / "art")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "extension-release.tool [ID=flatcar SYSEXT_LEVEL=1.0]" in out
+    targets = out.split("targets: ", 1)[1].splitlines()[0].split(", ")
+    assert targets and all(t.endswith("-flatcar") for t in targets)
+    scenario = tmp_path / "art/check/scenarios/check-tool.yaml"
+    assert load_scenario(scenario).name == "check-tool"
+    assert not any((tmp_path / "art").glob("run-*"))  # no run directory: nothing booted
