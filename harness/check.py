@@ -32,6 +32,10 @@ CONFEXT_SINCE = 254
 #: ID_LIKE matching is in 257.13 and later (sysext-behaviour reference §1.1, step 5).
 ID_LIKE_SINCE = 257
 _TEST_SCRIPT_PATH = "/var/lib/sysext-harness-check/test"
+#: The guest's failed units, one name per line, sorted (for `comm`).
+_FAILED_UNITS = ("systemctl list-units --failed --no-legend --plain --full "
+                 "| awk '{print $1}' | sort")
+_HEREDOC_END = "SYSEXT_HARNESS_CHECK_EOF"
 #: The tool (and its boot-time unit) that merges each hierarchy the check looks at.
 _TOOL = {"/usr": "systemd-sysext", "/etc": "systemd-confext"}
 
@@ -131,7 +135,7 @@ def _steps(request: CheckRequest, merged: dict[str, list[str]]) -> list[dict[str
     steps: list[dict[str, Any]] = [{
         "name": "note the units that failed before the extension came (not held against it)",
         "run": f"mkdir -p {shlex.quote(str(Path(FAILED_BEFORE).parent))} && "
-               f"{_failed_units()} > {FAILED_BEFORE}",
+               f"{_FAILED_UNITS} > {FAILED_BEFORE}",
     }]
     for cert in request.trust:
         steps.append({"name": f"trust {cert.name} (/etc/verity.d)", "run": _trust_step(cert)})
@@ -164,7 +168,7 @@ def _steps(request: CheckRequest, merged: dict[str, list[str]]) -> list[dict[str
             steps.append({"name": f"start {unit}", "run": f"systemctl start {shlex.quote(unit)}"})
     steps.append({
         "name": "no unit failed that had not failed before the extension",
-        "run": f"{_failed_units()} | comm -13 {FAILED_BEFORE} - > /tmp/failed-now\n"
+        "run": f"{_FAILED_UNITS} | comm -13 {FAILED_BEFORE} - > /tmp/failed-now\n"
                "if [ -s /tmp/failed-now ]; then\n"
                "  echo 'failed units:'; cat /tmp/failed-now\n"
                "  systemctl --no-pager --full status $(cat /tmp/failed-now) 2>&1 | tail -n 60\n"
@@ -188,23 +192,16 @@ def _steps(request: CheckRequest, merged: dict[str, list[str]]) -> list[dict[str
     return steps
 
 
-def _failed_units() -> str:
-    return "systemctl list-units --failed --no-legend --plain --full | awk '{print $1}' | sort"
-
-
 def _trust_step(cert: Path) -> str:
     """Shell that installs `cert` (PEM or DER on the host) as a PEM file in /etc/verity.d."""
-    from cryptography.hazmat.primitives import serialization
-
-    from harness.extensions.signing import load_certificate
+    from harness.extensions.signing import certificate_pem
 
     try:
-        pem = load_certificate(cert).public_bytes(serialization.Encoding.PEM).decode()
+        pem = certificate_pem(cert).decode()
     except (OSError, ValueError) as exc:
         raise ConfigError(f"not a readable X.509 certificate: {exc}", key="--trust",
                           value=str(cert), allowed="a PEM or DER certificate file") from None
-    dest = f"/etc/verity.d/check-{cert.stem}.crt"
-    return f"mkdir -p /etc/verity.d\ncat > {shlex.quote(dest)} <<'EOF'\n{pem.rstrip()}\nEOF\n"
+    return _write_file(f"/etc/verity.d/check-{cert.stem}.crt", pem, "--trust", cert)
 
 
 def _script_step(script: Path) -> str:
@@ -213,12 +210,16 @@ def _script_step(script: Path) -> str:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read the test script: {exc}", key="--test",
                           value=str(script)) from None
-    marker = "SYSEXT_HARNESS_CHECK_EOF"
-    if marker in text:
-        raise ConfigError(f"the test script contains {marker}", key="--test", value=str(script))
-    return (f"mkdir -p {Path(_TEST_SCRIPT_PATH).parent}\n"
-            f"cat > {_TEST_SCRIPT_PATH} <<'{marker}'\n{text.rstrip()}\n{marker}\n"
-            f"chmod 0755 {_TEST_SCRIPT_PATH}\n{_TEST_SCRIPT_PATH}\n")
+    return (_write_file(_TEST_SCRIPT_PATH, text, "--test", script)
+            + f"chmod 0755 {_TEST_SCRIPT_PATH}\n{_TEST_SCRIPT_PATH}\n")
+
+
+def _write_file(dest: str, text: str, key: str, source: Path) -> str:
+    """Shell that writes `text` to `dest` in the guest (a quoted here-document)."""
+    if _HEREDOC_END in text:
+        raise ConfigError(f"the file contains {_HEREDOC_END}", key=key, value=str(source))
+    return (f"mkdir -p {shlex.quote(str(Path(dest).parent))}\n"
+            f"cat > {shlex.quote(dest)} <<'{_HEREDOC_END}'\n{text.rstrip()}\n{_HEREDOC_END}\n")
 
 
 class _Dumper(yaml.SafeDumper):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import ConfigError, HarnessError
@@ -43,7 +43,6 @@ class ImageInfo:
     ddi_partition: str | None = None  # "root" or "usr" for a DDI
     verity: bool = False  # a DDI with a dm-verity hash partition
     signed: bool = False  # a DDI with a verity signature partition
-    file_name_stem: str = field(default="")  # the name systemd would derive from the file
     top_level: tuple[str, ...] = ()  # entries at the image's root (a usr partition: "usr")
 
     def ignored_entries(self) -> tuple[str, ...]:
@@ -79,9 +78,10 @@ def parse_release(text: str) -> dict[str, str]:
         if not m:
             continue
         key, value = m.groups()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        quote = value[:1]
+        if len(value) >= 2 and quote in ("\"", "'") and value[-1] == quote:
             value = value[1:-1]
-            if raw.strip()[len(key) + 1] == '"':
+            if quote == '"':
                 value = re.sub(r'\\([\\"$`])', r"\1", value)
         out[key] = value
     return out
@@ -101,20 +101,29 @@ def inspect_image(path: Path, *, key: str = "IMAGE") -> ImageInfo:
         raise ConfigError("no such file or directory", key=key, value=str(path))
     if path.is_dir():
         return _from_tree(path, path, "directory")
+    fs = _filesystem(path)
+    if fs is not None:
+        return _READERS[fs](path, path)
     with path.open("rb") as fh:
-        head = fh.read(1028)
-    if head[:4] == SQUASHFS_MAGIC:
-        return _from_squashfs(path, path)
-    if head[1024:1028] == EROFS_MAGIC:
-        return _from_erofs(path, path)
-    if head[512:520] == GPT_MAGIC:
-        return _from_ddi(path)
+        if fh.read(520)[512:] == GPT_MAGIC:
+            return _from_ddi(path)
     raise ConfigError("not an extension image", key=key, value=str(path),
                       allowed="a directory, a squashfs or erofs file system, or a GPT disk "
                               "image (DDI) with a root or usr partition")
 
 
 # --------------------------------------------------------------------------- formats
+
+
+def _filesystem(path: Path) -> str | None:
+    """"squashfs" or "erofs" by the file's magic, None for anything else."""
+    with path.open("rb") as fh:
+        head = fh.read(1028)
+    if head[:4] == SQUASHFS_MAGIC:
+        return "squashfs"
+    if head[1024:1028] == EROFS_MAGIC:
+        return "erofs"
+    return None
 
 
 def _from_tree(path: Path, tree: Path, fmt: str, prefix: str = "",
@@ -135,7 +144,7 @@ def _from_tree(path: Path, tree: Path, fmt: str, prefix: str = "",
     return ImageInfo(path=path, format=fmt, type=ext_type,
                      release_name=release_file.removeprefix("extension-release."),
                      release=parse_release(text), units=units, top_level=top_level,
-                     file_name_stem=stem_of(path.name), **ddi)  # type: ignore[arg-type]
+                     **ddi)  # type: ignore[arg-type]
 
 
 def _one_release(path: Path, found: list[tuple[str, str]]) -> tuple[str, str]:
@@ -165,12 +174,15 @@ def _from_squashfs(path: Path, fs: Path, prefix: str = "", **ddi: object) -> Ima
     with tempfile.TemporaryDirectory(prefix="sysext-harness-inspect-") as tmp:
         tree = Path(tmp) / "tree"
         run(["unsquashfs", "-no-xattrs", "-d", tree, fs, *wanted], timeout=300)
-        listing = run(["unsquashfs", "-d", "", "-l", "-max-depth", "1", fs], timeout=120)
-        top = tuple(sorted(line.strip().lstrip("/") for line in
-                           listing.stdout.decode(errors="replace").splitlines()
-                           if line.strip().lstrip("/")))
-        return _from_tree(path, tree, "ddi" if ddi else "squashfs", prefix,
-                          None if prefix else top, **ddi)
+        top = None if prefix else _squashfs_top_level(fs)  # only part of it was extracted
+        return _from_tree(path, tree, "ddi" if ddi else "squashfs", prefix, top, **ddi)
+
+
+def _squashfs_top_level(fs: Path) -> tuple[str, ...]:
+    listing = run(["unsquashfs", "-d", "", "-l", "-max-depth", "1", fs], timeout=120)
+    names = (line.strip().lstrip("/") for line in
+             listing.stdout.decode(errors="replace").splitlines())
+    return tuple(sorted(name for name in names if name))
 
 
 def _from_erofs(path: Path, fs: Path, prefix: str = "", **ddi: object) -> ImageInfo:
@@ -187,8 +199,8 @@ def _from_ddi(path: Path) -> ImageInfo:
     except HarnessError as exc:
         raise ConfigError(f"unreadable partition table: {exc}", key="IMAGE",
                           value=str(path)) from None
-    roles = {p.number: partition_role(p.type_guid) for p in parts}
-    data = [p for p in parts if roles[p.number] and roles[p.number][1] in ("root", "usr")]
+    roles = {p.number: found[1] for p in parts if (found := partition_role(p.type_guid))}
+    data = [p for p in parts if roles.get(p.number) in ("root", "usr")]
     if len(data) != 1:
         raise ConfigError(
             f"a DDI needs exactly one root or usr partition, this one has {len(data)}",
@@ -196,18 +208,18 @@ def _from_ddi(path: Path) -> ImageInfo:
             allowed="a GPT with one root (or usr) partition of the Discoverable Partitions "
                     "Specification, plus its -verity and -verity-sig partitions")
     part = data[0]
-    role = roles[part.number][1]  # type: ignore[index]
-    others = {roles[p.number][1] for p in parts if roles[p.number]}  # type: ignore[index]
-    ddi = {"ddi_partition": role, "verity": f"{role}-verity" in others,
-           "signed": f"{role}-verity-sig" in others}
+    role = roles[part.number]
+    present = set(roles.values())
+    ddi = {"ddi_partition": role, "verity": f"{role}-verity" in present,
+           "signed": f"{role}-verity-sig" in present}
     prefix = "usr/" if role == "usr" else ""
     with tempfile.TemporaryDirectory(prefix="sysext-harness-inspect-") as tmp:
         fs = part.extract(path, Path(tmp) / "fs.img")
-        with fs.open("rb") as fh:
-            head = fh.read(1028)
-        if head[:4] == SQUASHFS_MAGIC:
-            return _from_squashfs(path, fs, prefix, **ddi)
-        if head[1024:1028] == EROFS_MAGIC:
-            return _from_erofs(path, fs, prefix, **ddi)
+        kind = _filesystem(fs)
+        if kind is not None:
+            return _READERS[kind](path, fs, prefix, **ddi)
     raise ConfigError(f"the DDI's {role} partition holds neither squashfs nor erofs",
                       key="IMAGE", value=str(path), allowed="squashfs or erofs")
+
+
+_READERS = {"squashfs": _from_squashfs, "erofs": _from_erofs}

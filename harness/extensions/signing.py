@@ -55,7 +55,7 @@ class VerityKeyPair:
 
     def certificate_pem(self) -> bytes:
         """The certificate in PEM, the form /etc/verity.d/*.crt must have."""
-        return load_certificate(self.certificate).public_bytes(serialization.Encoding.PEM)
+        return certificate_pem(self.certificate)
 
 
 # --------------------------------------------------------------------------- loading
@@ -67,6 +67,11 @@ def load_certificate(path: Path) -> x509.Certificate:
     if b"-----BEGIN" in data:
         return x509.load_pem_x509_certificate(data)
     return x509.load_der_x509_certificate(data)
+
+
+def certificate_pem(path: Path) -> bytes:
+    """A PEM or DER certificate file as PEM, the form /etc/verity.d/*.crt must have."""
+    return load_certificate(path).public_bytes(serialization.Encoding.PEM)
 
 
 def load_private_key(path: Path) -> PrivateKey:
