@@ -244,8 +244,7 @@ class HarnessSession:
             try:
                 machine = self.pool.boot(target, workdir,
                                          logger=_file_logger(out / "machine.log"),
-                                         fw_cfg=inputs.fw_cfg, extra_drives=inputs.drives,
-                                         key_via_fw_cfg=False)
+                                         fw_cfg=inputs.fw_cfg, drives=inputs.drives)
                 # Later stages (cloud-config `network`) run after SSH is up: let them finish.
                 machine.log(f"boot settled: {machine.settle()}")
                 machine.check_provisioning()

@@ -12,10 +12,10 @@ import json
 import os
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.machine.wait import wait_until
 from harness.paths import cache_dir
 
 # QEMU 7.2 TCG crashes early with the Debian 13 kernel on the default model; this boots.
@@ -69,17 +69,24 @@ def probe_kvm(kernel: Path) -> tuple[bool, str]:
             "-serial", f"file:{console}",
         ]
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+        def verdict() -> tuple[bool, str] | None:
+            text = console.read_text(errors="replace") if console.exists() else ""
+            if any(marker in text for marker in _KERNEL_RAN):
+                return True, "probe kernel ran under KVM"
+            if proc.poll() is not None:
+                err = (proc.stderr.read() if proc.stderr else b"").decode(errors="replace")
+                last = err.strip().splitlines()[-1] if err.strip() else "?"
+                return False, f"QEMU with KVM exited: {last}"
+            return None
+
         try:
-            deadline = time.monotonic() + PROBE_SECONDS
-            while time.monotonic() < deadline:
-                text = console.read_text(errors="replace") if console.exists() else ""
-                if any(marker in text for marker in _KERNEL_RAN):
-                    return True, "probe kernel ran under KVM"
-                if proc.poll() is not None:
-                    err = (proc.stderr.read() or b"").decode(errors="replace").strip()
-                    return False, f"QEMU with KVM exited: {err.splitlines()[-1] if err else '?'}"
-                time.sleep(0.2)
-            return False, f"probe kernel printed nothing under KVM in {PROBE_SECONDS:.0f}s"
+            return wait_until(verdict, timeout=PROBE_SECONDS, interval=0.2,
+                              on_timeout=lambda: _ProbeTimeout(
+                                  f"probe kernel printed nothing under KVM in "
+                                  f"{PROBE_SECONDS:.0f}s"))
+        except _ProbeTimeout as exc:
+            return False, str(exc)
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -88,10 +95,21 @@ def probe_kvm(kernel: Path) -> tuple[bool, str]:
                 proc.stderr.close()
 
 
-def choose_accel(kernel: Path) -> Accel:
+class _ProbeTimeout(Exception):
+    """The probe's bounded wait ran out: KVM does not work here."""
+
+
+def _host_kernel() -> Path | None:
+    """A kernel to probe with when the target boots from a disk (none on the host side)."""
+    found = sorted(Path("/boot").glob("vmlinuz-*"))
+    return found[-1] if found else None
+
+
+def choose_accel(kernel: Path | None) -> Accel:
     """KVM if it really works here (cached per host boot and QEMU version), else TCG.
 
-    SYSEXT_HARNESS_ACCEL=tcg|kvm overrides the probe.
+    `kernel` is the target's (direct kernel boot) or None (a disk image: the host's own
+    kernel is probed, if it has one). SYSEXT_HARNESS_ACCEL=tcg|kvm overrides the probe.
     """
     forced = os.environ.get("SYSEXT_HARNESS_ACCEL")
     if forced == "tcg":
@@ -106,6 +124,9 @@ def choose_accel(kernel: Path) -> Accel:
             return kvm() if cached["kvm"] else tcg(cached.get("reason", ""))
     except (OSError, ValueError, KeyError):
         pass
+    kernel = kernel or _host_kernel()
+    if kernel is None:
+        return tcg("no kernel to probe KVM with")
     works, reason = probe_kvm(kernel)
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     cache_file.write_text(json.dumps({**key, "kvm": works, "reason": reason}))

@@ -11,14 +11,16 @@ import itertools
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from harness.errors import MachineError
 from harness.machine.accel import Accel, choose_accel
+from harness.machine.backend import Backend
 from harness.machine.keys import SshKey, generate_ssh_key
 from harness.machine.machine import Machine, Snapshot
-from harness.targets.build import TargetImage, ensure_target_image
+from harness.machine.qemu import QemuBackend
+from harness.targets.boot import BootSpec, Drive, boot_spec
 from harness.targets.model import Target
 
 READY_TIMEOUT = 300.0
@@ -32,8 +34,9 @@ class MachinePool:
     """Per-run owner of target images, snapshots and running machines."""
 
     def __init__(self, run_dir: Path, *, progress: Callable[[str], None] = _stderr,
-                 artifacts: Path | None = None) -> None:
+                 artifacts: Path | None = None, backend: Backend | None = None) -> None:
         self.run_dir = run_dir
+        self.backend: Backend = backend or QemuBackend()
         self.progress = progress
         self.artifacts = artifacts
         self.key: SshKey = generate_ssh_key(run_dir / "ssh")
@@ -41,25 +44,33 @@ class MachinePool:
         self.boot_seconds: dict[str, float] = {}
         self.snapshot_seconds: dict[str, float] = {}
         self._accel: Accel | None = None
+        self._specs: dict[str, BootSpec] = {}
         self._live: list[Machine] = []
         self._counter = itertools.count(1)
 
-    def image(self, target: Target) -> TargetImage:
-        return ensure_target_image(target, progress=lambda m: self.progress(m))
+    def boot_spec(self, target: Target) -> BootSpec:
+        """How to boot `target` (built first, for reference targets), once per run."""
+        if target.name not in self._specs:
+            self._specs[target.name] = boot_spec(target, progress=self.progress)
+        return self._specs[target.name]
 
-    def accel(self, image: TargetImage) -> Accel:
+    def accel(self, spec: BootSpec) -> Accel:
         if self._accel is None:
-            self._accel = choose_accel(image.kernel)
+            self._accel = choose_accel(spec.kernel.kernel if spec.kernel else None)
             self.progress(f"accelerator: {self._accel.name} ({self._accel.reason})")
         return self._accel
+
+    def _machine(self, spec: BootSpec, workdir: Path, logger: Callable[[str], None]
+                 ) -> Machine:
+        return Machine(spec, workdir, self.key, self.accel(spec), backend=self.backend,
+                       logger=logger)
 
     def snapshot(self, target: Target) -> Snapshot:
         """The ready state of `target`, cold-booting it the first time it is asked for."""
         if target.name in self.snapshots:
             return self.snapshots[target.name]
-        image = self.image(target)
         workdir = self.run_dir / f"boot-{target.name}"
-        machine = Machine(image, workdir, self.key, self.accel(image), logger=self.progress)
+        machine = self._machine(self.boot_spec(target), workdir, self.progress)
         self._live.append(machine)
         try:
             seconds = machine.boot()
@@ -94,17 +105,19 @@ class MachinePool:
         """A fresh machine of `target`, restored from its snapshot."""
         snap = self.snapshot(target)
         started = time.monotonic()
-        machine = Machine.restore(snap, workdir, self.key, logger=logger or self.progress)
+        machine = Machine.restore(snap, workdir, self.key, backend=self.backend,
+                                  logger=logger or self.progress)
         machine.log(f"restored from snapshot in {time.monotonic() - started:.1f} s")
         self._live.append(machine)
         return machine
 
     def boot(self, target: Target, workdir: Path, logger: Callable[[str], None] | None = None,
-             **machine_args: object) -> Machine:
-        """A cold-booted machine (for first-boot provisioning, which no snapshot can hold)."""
-        image = self.image(target)
-        machine = Machine(image, workdir, self.key, self.accel(image),
-                          logger=logger or self.progress, **machine_args)  # type: ignore[arg-type]
+             *, fw_cfg: Mapping[str, Path] | None = None,
+             drives: Sequence[Drive] = ()) -> Machine:
+        """A cold-booted machine with first-boot provisioning (no snapshot can hold it):
+        `fw_cfg` entries and `drives` carry the config, which also installs the SSH key."""
+        spec = self.boot_spec(target).provisioned(fw_cfg or {}, tuple(drives))
+        machine = self._machine(spec, workdir, logger or self.progress)
         self._live.append(machine)
         try:
             seconds = machine.boot()

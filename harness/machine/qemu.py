@@ -1,7 +1,8 @@
-"""One QEMU process: command line, QMP control, saving and restoring the running state.
+"""The QEMU backend: one QEMU process per VM, controlled over QMP.
 
 Every QEMU gets PR_SET_PDEATHSIG=SIGKILL, so it dies with the harness process that started
 it, also when that process is killed outright (Ctrl-C twice, a test timeout, SIGKILL).
+Saving and restoring a running VM is QEMU's migration to and from a file.
 """
 
 from __future__ import annotations
@@ -11,25 +12,39 @@ import ctypes
 import itertools
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from qemu.qmp import QMPError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from harness.errors import MachineError
-from harness.machine.accel import Accel
+from harness.machine.backend import VmConfig
+from harness.machine.wait import wait_until
+from harness.targets.boot import Drive
+
+__all__ = ["Drive", "QemuBackend", "QemuProcess", "emulator_aborted", "free_port", "tail"]
 
 log = logging.getLogger(__name__)
 # qemu.qmp logs every refused connection at ERROR, but refusals are expected while QEMU
-# starts (the loop in `start` retries them); failures still surface as MachineError.
+# starts (the wait in `start` retries them); failures still surface as MachineError.
 logging.getLogger("qemu.qmp.protocol").setLevel(logging.CRITICAL)
 _PR_SET_PDEATHSIG = 1
 _QMP_IDS = itertools.count(1)
+# QEMU's own aborts, as its stderr shows them ("qemu-system-x86_64: system/physmem.c:2678:
+# iotlb_to_section: Assertion ... failed."): seen once in ~900 TCG boots with QEMU 10.
+_EMULATOR_ABORT = re.compile(r"^qemu-system-\S+: \S+:\d+: .*Assertion .* failed", re.M)
+# Debian's ovmf package: the 4 MB firmware and its variable store template.
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+
+
+def emulator_aborted(stderr: str) -> bool:
+    """True when QEMU's stderr shows QEMU aborting on an internal assertion."""
+    return _EMULATOR_ABORT.search(stderr) is not None
 
 
 def _die_with_parent() -> None:
@@ -41,29 +56,7 @@ def free_port() -> int:
     """A free TCP port on loopback (QEMU binds it right after)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass(frozen=True)
-class Drive:
-    path: Path
-    format: str  # "qcow2" or "raw"
-    readonly: bool = False
-
-
-@dataclass
-class QemuConfig:
-    """Everything that defines the virtual hardware. Restores must use the same config."""
-
-    kernel: Path
-    initrd: Path
-    cmdline: str
-    drives: list[Drive]
-    accel: Accel
-    memory_mb: int = 1024
-    cpus: int = 2
-    fw_cfg: dict[str, Path] = field(default_factory=dict)
-    extra_args: list[str] = field(default_factory=list)
+        return int(s.getsockname()[1])
 
 
 def tail(path: Path, lines: int = 40) -> str:
@@ -74,15 +67,30 @@ def tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+class QemuBackend:
+    """VMs as local QEMU processes, disks as qcow2 overlays made by qemu-img."""
+
+    name = "qemu"
+
+    def create_overlay(self, path: Path, backing: Path, backing_format: str) -> None:
+        subprocess.run(
+            ["qemu-img", "create", "-q", "-f", "qcow2", "-F", backing_format,
+             "-b", str(backing), str(path)],
+            check=True, capture_output=True,
+        )
+
+    def vm(self, config: VmConfig, workdir: Path, console: Path) -> QemuProcess:
+        return QemuProcess(config, workdir, console)
+
+
 class QemuProcess:
     """A QEMU system emulator with a serial console file, QMP socket and SSH port forward."""
 
-    def __init__(self, config: QemuConfig, workdir: Path, console: Path,
-                 incoming: Path | None = None) -> None:
+    def __init__(self, config: VmConfig, workdir: Path, console: Path) -> None:
         self.config = config
         self.workdir = workdir
         self.console = console
-        self.incoming = incoming
+        self.incoming: Path | None = None
         # An abstract socket: no path-length limit, nothing left on disk if we are killed.
         self.qmp_name = f"sysext-harness-qmp-{os.getpid()}-{next(_QMP_IDS)}"
         self.stderr_path = workdir / "qemu.stderr"
@@ -90,13 +98,30 @@ class QemuProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.qmp: QEMUMonitorProtocol | None = None
 
+    @property
+    def ssh_address(self) -> tuple[str, int]:
+        return "127.0.0.1", self.ssh_port
+
+    def _boot_args(self) -> list[str]:
+        c = self.config
+        if c.kernel is not None:
+            return ["-kernel", str(c.kernel.kernel), "-initrd", str(c.kernel.initrd),
+                    "-append", c.kernel.cmdline]
+        if c.firmware == "uefi":
+            vars_copy = self.workdir / "OVMF_VARS.fd"
+            if not vars_copy.exists():
+                vars_copy.write_bytes(OVMF_VARS.read_bytes())
+            return ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+                    "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}"]
+        return []  # SeaBIOS boots the first disk
+
     def argv(self) -> list[str]:
         c = self.config
         args = [
             "qemu-system-x86_64", "-machine", "pc", *c.accel.args,
             "-smp", str(c.cpus), "-m", str(c.memory_mb),
             "-nodefaults", "-display", "none", "-no-user-config",
-            "-kernel", str(c.kernel), "-initrd", str(c.initrd), "-append", c.cmdline,
+            *self._boot_args(),
         ]
         for drive in c.drives:
             spec = f"file={drive.path},if=virtio,format={drive.format},cache=unsafe"
@@ -116,10 +141,11 @@ class QemuProcess:
             args += ["-fw_cfg", f"name={name},file={path}"]
         if self.incoming is not None:
             args += ["-incoming", f"exec:cat {self.incoming}"]
-        return [*args, *c.extra_args]
+        return args
 
-    def start(self, timeout: float = 30.0) -> None:
-        """Start QEMU and connect QMP; retries once if the forwarded port was taken."""
+    def start(self, restore_from: Path | None = None, timeout: float = 30.0) -> None:
+        """Start QEMU and connect QMP; retries if the forwarded port was taken meanwhile."""
+        self.incoming = restore_from
         for attempt in range(3):
             self.ssh_port = free_port()
             stderr = open(self.stderr_path, "wb")  # noqa: SIM115 - owned by the child
@@ -128,24 +154,26 @@ class QemuProcess:
                 preexec_fn=_die_with_parent, cwd=self.workdir,
             )
             stderr.close()
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    break
-                try:
-                    qmp = QEMUMonitorProtocol("\0" + self.qmp_name)
-                    qmp.connect()
-                    self.qmp = qmp
-                    return
-                except (OSError, ConnectionError, QMPError):
-                    pass
-                time.sleep(0.05)
+            with contextlib.suppress(MachineError):
+                self.qmp = wait_until(self._connect_qmp, timeout=timeout, interval=0.05,
+                                      on_timeout=lambda: MachineError("QMP did not answer"))
+                return
             err = tail(self.stderr_path, 10)
             self.kill()
             if "Could not set up host forwarding" in err and attempt < 2:
                 continue
             raise MachineError(f"QEMU did not start ({self.stderr_path}):\n{err}")
         raise MachineError("QEMU did not start: no free port for SSH forwarding")
+
+    def _connect_qmp(self) -> QEMUMonitorProtocol | None:
+        if self.proc is None or self.proc.poll() is not None:
+            raise MachineError("QEMU exited")
+        try:
+            qmp = QEMUMonitorProtocol("\0" + self.qmp_name)
+            qmp.connect()
+            return qmp
+        except (OSError, ConnectionError, QMPError):
+            return None
 
     def command(self, name: str, **args: object) -> object:
         if self.qmp is None:
@@ -158,31 +186,46 @@ class QemuProcess:
     def status(self) -> str:
         return str(self.command("query-status")["status"])  # type: ignore[index]
 
-    def finish_incoming(self, timeout: float = 60.0) -> None:
+    def reset(self) -> None:
+        self.command("system_reset")
+
+    def last_words(self, lines: int = 10) -> str:
+        return tail(self.stderr_path, lines)
+
+    def emulator_aborted(self) -> bool:
+        return emulator_aborted(self.last_words(5))
+
+    def finish_restore(self, timeout: float = 60.0) -> None:
         """Wait for a restore (-incoming) to load, then let the guest run."""
-        deadline = time.monotonic() + timeout
-        while self.status() == "inmigrate":
-            if time.monotonic() > deadline or not self.running():
-                raise MachineError(f"restoring saved state did not finish:\n"
-                                   f"{tail(self.stderr_path, 10)}")
-            time.sleep(0.02)
+
+        def loaded() -> bool | None:
+            if not self.running():
+                raise MachineError(f"QEMU exited while restoring saved state:\n"
+                                   f"{self.last_words()}")
+            return True if self.status() != "inmigrate" else None
+
+        wait_until(loaded, timeout=timeout, interval=0.02, on_timeout=lambda: MachineError(
+            f"restoring saved state did not finish:\n{self.last_words()}"))
         self.command("cont")
 
     def save_state(self, path: Path, timeout: float = 120.0) -> None:
         """Pause the guest and write its RAM and device state to `path`."""
         self.command("stop")
         self.command("migrate", uri=f"exec:cat > {path}")
-        deadline = time.monotonic() + timeout
-        while True:
-            info = self.command("query-migrate")
-            status = info.get("status") if isinstance(info, dict) else None
-            if status == "completed":
-                return
-            if status in ("failed", "cancelled") or time.monotonic() > deadline:
-                raise MachineError(f"saving VM state failed ({status}): {info}")
-            time.sleep(0.05)
+        last: list[object] = [None]
 
-    def quit(self, timeout: float = 10.0) -> None:
+        def completed() -> bool | None:
+            info = self.command("query-migrate")
+            last[0] = info
+            status = info.get("status") if isinstance(info, dict) else None
+            if status in ("failed", "cancelled"):
+                raise MachineError(f"saving VM state failed ({status}): {info}")
+            return True if status == "completed" else None
+
+        wait_until(completed, timeout=timeout, interval=0.05, on_timeout=lambda: MachineError(
+            f"saving VM state did not finish in {timeout:.0f}s: {last[0]}"))
+
+    def stop(self, timeout: float = 10.0) -> None:
         """Stop QEMU: politely over QMP, then by force. Safe to call twice."""
         if self.qmp is not None:
             with contextlib.suppress(Exception):  # QEMU may already be gone

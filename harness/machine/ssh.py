@@ -13,6 +13,7 @@ from pathlib import Path
 import paramiko
 
 from harness.errors import MachineError
+from harness.machine.wait import Deadline
 
 log = logging.getLogger(__name__)
 # paramiko logs every refused early connection attempt with a traceback; we retry anyway.
@@ -31,7 +32,7 @@ class CommandResult:
 
 
 class _PinnedHostKey(paramiko.MissingHostKeyPolicy):
-    """Accept only the host key the guest printed on its console (when known)."""
+    """Accept only the host key the guest announced or showed at first contact (when known)."""
 
     def __init__(self, expected: str | None) -> None:
         self.expected = expected
@@ -42,7 +43,7 @@ class _PinnedHostKey(paramiko.MissingHostKeyPolicy):
         got = f"{key.get_name()} {key.get_base64()}"
         if got != self.expected:
             raise paramiko.SSHException(
-                f"guest host key {got[:40]}... does not match the key on its console"
+                f"guest host key {got[:40]}... does not match the key pinned for it"
             )
 
 
@@ -84,6 +85,12 @@ class SshConnection:
             transport.set_keepalive(5)
         return cls(client, host, port, user)
 
+    @property
+    def host_key(self) -> str:
+        """The guest's host key as "TYPE BASE64", e.g. to pin it for later connections."""
+        key = self.client.get_transport().get_remote_server_key()  # type: ignore[union-attr]
+        return f"{key.get_name()} {key.get_base64()}"
+
     def execute(self, command: str, timeout: float = 120.0, stdin: bytes | None = None
                 ) -> CommandResult:
         """Run `command` via the login shell; raise MachineError if it outlives `timeout`."""
@@ -101,7 +108,7 @@ class SshConnection:
             # e.g. the guest's sshd is going down for a reboot
             raise MachineError(f"SSH channel failed ({exc}): {command}") from exc
         out, err = bytearray(), bytearray()
-        deadline = time.monotonic() + timeout
+        deadline = Deadline(timeout)
         while True:
             while chan.recv_ready():
                 out += chan.recv(65536)
@@ -109,7 +116,7 @@ class SshConnection:
                 err += chan.recv_stderr(65536)
             if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
                 break
-            if time.monotonic() > deadline:
+            if deadline.expired():
                 chan.close()
                 raise MachineError(f"command timed out after {timeout:.0f}s: {command}")
             try:

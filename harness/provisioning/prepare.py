@@ -17,9 +17,9 @@ from pathlib import Path
 
 from harness.errors import ConfigError
 from harness.extensions.build import Artifact
-from harness.machine.qemu import Drive
 from harness.provisioning.http import ArtifactServer
 from harness.scenario.provisioning import Provisioning, fill, placeholders
+from harness.targets.boot import Drive
 from harness.targets.model import Target
 
 SSH_USER = "root"  # the harness drives guests as root

@@ -26,11 +26,11 @@ _CHILD = textwrap.dedent("""
     from harness.machine.machine import Machine
     from harness.machine.rundir import RunDir
     from harness.targets.registry import get_target
-    from harness.targets.build import ensure_target_image
-    image = ensure_target_image(get_target(sys.argv[1]))
+    from harness.targets.boot import boot_spec
+    spec = boot_spec(get_target(sys.argv[1]))
     run = RunDir()
     try:
-        m = Machine(image, run.path / "m", generate_ssh_key(run.path / "ssh"), tcg())
+        m = Machine(spec, run.path / "m", generate_ssh_key(run.path / "ssh"), tcg())
         print(run.path, flush=True)
         m.boot()
     finally:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from harness.machine.machine import announced_host_key, provisioning_failure
+from harness.targets.boot import REFERENCE_READINESS
+
+announced_host_key = REFERENCE_READINESS.announced_host_key
+provisioning_failure = REFERENCE_READINESS.provisioning_failure
 
 LINE = ("SYSEXT-HARNESS-IGNITION-FAILED: stage files: CRITICAL : files: createFilesystemsFiles:"
         " createFiles: op(1): [failed]   writing file \"/sysroot/etc/extensions/tampered.raw\":"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.machine.machine import emulator_aborted
+from harness.machine.qemu import emulator_aborted
 
 
 def test_qemu_assertion_is_an_emulator_abort() -> None:

@@ -1,0 +1,144 @@
+"""Boot specs: what a target kind hands the machine layer, so the Machine knows no image.
+
+A boot spec says what to boot (a kernel, initramfs and command line, or a disk and its
+firmware), which drives to attach, which fw_cfg entries to pass, how the harness's SSH key
+gets into the guest, and how readiness and the guest's host key are learnt. A reference
+target (`reference_boot_spec`) and a real distribution disk are two producers of the same
+spec, as the NixOS test driver's start command is one string whoever built the VM.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+
+from harness.targets.build import TargetImage, ensure_target_image
+from harness.targets.initramfs import FAILED_MARKER as INITRAMFS_FAILED
+from harness.targets.model import Target
+
+FIRMWARES: tuple[str, ...] = ("bios", "uefi")
+
+
+@dataclass(frozen=True)
+class Drive:
+    """A disk image attached to the machine, in the order the spec lists it."""
+
+    path: Path
+    format: str  # "qcow2" or "raw"
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
+class KernelBoot:
+    """Direct kernel boot: the hypervisor loads these, no boot loader runs."""
+
+    kernel: Path
+    initrd: Path
+    cmdline: str
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """How the harness learns, from the serial console, that a booting guest is ready.
+
+    Every field is optional: a guest that prints nothing of the harness's is ready when its
+    SSH port answers and a login succeeds, and its host key is pinned at first contact.
+    """
+
+    # A console line printed once sshd listens; until then connecting only hangs in QEMU's
+    # user network. None: try SSH every `blind_interval` seconds.
+    ready_line: str | None = None
+    # The guest's host key as it announces it (group 1 is "ssh-ed25519 BASE64"). A key
+    # counts only once something follows it: the console is read while the guest writes.
+    host_key_line: re.Pattern[str] | None = None
+    # A complete line saying first-boot provisioning failed: (tool word, reason) groups.
+    provisioning_failed: re.Pattern[str] | None = None
+    provisioning_tools: Mapping[str, str] = field(default_factory=dict)  # word -> tool name
+    # Console text that means this boot has failed for good, beyond systemd's emergency mode.
+    fatal_console: tuple[str, ...] = ()
+    blind_interval: float = 10.0
+
+    def announced_host_key(self, console: str) -> str | None:
+        """The guest's SSH host key as its last complete console announcement gives it."""
+        if self.host_key_line is None:
+            return None
+        found = self.host_key_line.findall(console)
+        return found[-1] if found else None
+
+    def provisioning_failure(self, console: str) -> tuple[str, str] | None:
+        """The (tool, reason) of the first complete provisioning-failure line, if any."""
+        if self.provisioning_failed is None:
+            return None
+        failed = self.provisioning_failed.search(console)
+        if failed is None:
+            return None
+        word = failed.group(1)
+        return self.provisioning_tools.get(word, word), failed.group(2).strip()
+
+
+@dataclass(frozen=True)
+class BootSpec:
+    """Everything the machine layer needs to boot one target and reach it over SSH."""
+
+    name: str  # the target's name, for logs and errors
+    root: Drive  # base of the writable disk: every machine writes to its own overlay
+    kernel: KernelBoot | None = None  # None: boot `root` through `firmware`'s boot loader
+    firmware: str = "bios"  # one of FIRMWARES
+    drives: tuple[Drive, ...] = ()  # attached after the root disk
+    fw_cfg: Mapping[str, Path] = field(default_factory=lambda: MappingProxyType({}))
+    # The fw_cfg name the guest reads the harness's public key from. None: the provisioning
+    # config carries the key (Ignition passwd.users, cloud-config users).
+    ssh_key_fw_cfg: str | None = None
+    ssh_user: str = "root"
+    readiness: Readiness = field(default_factory=Readiness)
+    memory_mb: int = 1024
+    cpus: int = 2
+
+    def provisioned(self, fw_cfg: Mapping[str, Path], drives: tuple[Drive, ...] | list[Drive]
+                    ) -> BootSpec:
+        """The same target booted with first-boot provisioning (an Ignition config in
+        fw_cfg, a cloud-config seed drive), which then also installs the SSH key."""
+        return replace(self, fw_cfg=MappingProxyType({**self.fw_cfg, **fw_cfg}),
+                       drives=(*self.drives, *drives), ssh_key_fw_cfg=None)
+
+
+# --------------------------------------------------------------------- reference images
+
+# What the reference images' own units print (images/overlay): sysext-harness-ssh-ready,
+# the host-key announcement of install-ssh-key, and the first-boot provisioning units.
+REFERENCE_READINESS = Readiness(
+    ready_line="SYSEXT-HARNESS-SSH-READY",
+    host_key_line=re.compile(r"SYSEXT-HARNESS-HOSTKEY (ssh-ed25519 [A-Za-z0-9+/=]+)[ \r\n]"),
+    provisioning_failed=re.compile(
+        r"SYSEXT-HARNESS-(IGNITION|CLOUD-CONFIG)-FAILED: ([^\r\n]*)\r?\n"),
+    provisioning_tools=MappingProxyType({"IGNITION": "Ignition",
+                                         "CLOUD-CONFIG": "cloud-config"}),
+    fatal_console=(INITRAMFS_FAILED,),
+)
+# Where the reference images' install-ssh-key unit reads the harness's public key.
+REFERENCE_SSH_KEY_FW_CFG = "opt/org.sysext-harness/ssh-key"
+
+
+def reference_boot_spec(image: TargetImage) -> BootSpec:
+    """A reference image: direct kernel boot; disks are the root overlay, /usr slot A and
+    /usr slot B (both read-only; /etc/fstab picks the slot by label, `switch-usr-slot`
+    changes it), then any provisioning drives (found by label, so order does not matter)."""
+    return BootSpec(
+        name=image.target.name,
+        root=Drive(image.root, "raw"),
+        kernel=KernelBoot(image.kernel, image.initrd, image.cmdline),
+        drives=(Drive(image.usr_a, "raw", readonly=True),
+                Drive(image.usr_b, "raw", readonly=True)),
+        ssh_key_fw_cfg=REFERENCE_SSH_KEY_FW_CFG,
+        readiness=REFERENCE_READINESS,
+    )
+
+
+def boot_spec(target: Target, progress: Callable[[str], None] | None = None) -> BootSpec:
+    """The boot spec of any target, building what it needs first (reference images)."""
+    image = ensure_target_image(target, progress=progress) if progress else (
+        ensure_target_image(target))
+    return reference_boot_spec(image)
