@@ -42,8 +42,10 @@ images: setup
 test-scenario: setup
 	$(BIN)/pytest $(scenario_args) $(target_args) -p no:cacheprovider $(jobs_args) $(PYTEST_ARGS)
 
+# ruff for style and mistakes, mypy for types (its settings are in pyproject.toml).
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 unit: setup
 	$(BIN)/pytest tests/unit -q -p no:cacheprovider

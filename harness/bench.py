@@ -96,7 +96,7 @@ def bench_os_update(pool: MachinePool, target: Target) -> float:
         pool.stop(machine)
 
 
-def bench_suite(target_pattern: str | None, jobs: int = 1) -> dict[str, float]:
+def bench_suite(target_pattern: str | None, jobs: int = 1) -> dict[str, object]:
     """Run the default scenario suite as `make test-scenario` does and time it."""
     with tempfile.TemporaryDirectory(prefix="sysext-harness-bench-junit-") as tmp:
         junit = Path(tmp) / "junit.xml"
@@ -109,8 +109,8 @@ def bench_suite(target_pattern: str | None, jobs: int = 1) -> dict[str, float]:
         started = time.monotonic()
         proc = subprocess.run(argv, cwd=project_root())
         wall = time.monotonic() - started
-        suite = ET.parse(junit).getroot()
-        suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
+        root = ET.parse(junit).getroot()
+        suite = root if root.tag == "testsuite" else root.find("testsuite")
         assert suite is not None
         tests = int(suite.get("tests", 0)) - int(suite.get("skipped", 0))
         failed = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
@@ -170,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
             value = results[key]
             unit = " s" if key.endswith("_s") else ""
             print(f"{label:<55} {value}{unit}")
-    for target, seconds in results.get("suite_seconds_per_target", {}).items():  # type: ignore[union-attr]
+    per_target = results.get("suite_seconds_per_target", {})
+    for target, seconds in (per_target.items() if isinstance(per_target, dict) else ()):
         print(f"  scenario runs on {target:<36} {seconds} s")
     print(f"\n(written to {out})")
     return 0 if results.get("suite_exit_code", 0) == 0 else 1

@@ -57,6 +57,9 @@ class ConfigErrors(ConfigError):
 
     def __init__(self, errors: list[ConfigError]) -> None:
         self.errors = errors
+        # Problems that did not refuse the input but belong next to the errors (Butane's
+        # warnings, which the CLI prints too).
+        self.warnings: tuple[object, ...] = ()
         super().__init__("\n".join(e.render() for e in errors))
 
     def render(self) -> str:  # type: ignore[override]

@@ -17,16 +17,21 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from harness.errors import ConfigError, HarnessError
 from harness.report import Matrix
 from harness.scenario import Scenario, load_scenario
+from harness.scenario.applicability import applicability
 from harness.targets.model import Target
 from harness.targets.registry import select_targets
 
-_SESSION = pytest.StashKey["object"]()
+if TYPE_CHECKING:
+    from harness.session import HarnessSession
+
+_SESSION = pytest.StashKey["HarnessSession"]()
 # (nodeid, scenario, target, reason) of every deselected pair: listed at the end of a run,
 # put in the matrix, and sent by xdist workers to the controller.
 _NOT_APPLICABLE = pytest.StashKey[list]()
@@ -80,9 +85,9 @@ class _MatrixRecorder:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         cell = dict(report.user_properties).get(_CELL)
-        if cell is None:
+        if not isinstance(cell, list | tuple):  # a list once it has crossed from a worker
             return
-        scenario, target = cell
+        scenario, target = str(cell[0]), str(cell[1])
         if report.when == "call" or (report.when == "setup" and not report.passed):
             outcome = "pass" if report.passed else ("skip" if report.skipped else "fail")
             detail = "" if report.passed else str(report.longrepr)[:2000]
@@ -117,7 +122,7 @@ def selected_targets(config: pytest.Config) -> list[Target]:
         pytest.exit(f"error: {exc}", returncode=2)
 
 
-def harness_session(config: pytest.Config):  # type: ignore[no-untyped-def]
+def harness_session(config: pytest.Config) -> HarnessSession:
     """The run's HarnessSession, created on first use."""
     from harness.session import HarnessSession
 
@@ -205,19 +210,6 @@ class ScenarioItem(pytest.Item):
         return self.path, None, f"{self.scenario.name} on {self.target.name}"
 
 
-def applicability(scenario: Scenario, target: Target) -> tuple[bool, str]:
-    """(True, "") or (False, why the scenario cannot run on the target)."""
-    ok, reason = scenario.applies_to.applies(target)
-    prov = scenario.provisioning
-    if ok and prov is not None and prov.kind != target.persona.provisioning:
-        return False, (f"provisioned with {prov.kind}; persona {target.persona.name} takes "
-                       f"{target.persona.provisioning}")
-    if ok and scenario.update_channel is not None and not target.base.sysupdate:
-        return False, (f"uses systemd-sysupdate, which {target.base.suite}'s systemd "
-                       f"{target.systemd_version} does not ship")
-    return ok, reason
-
-
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
                                   items: list[pytest.Item]) -> None:
@@ -245,8 +237,8 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         config.hook.pytest_deselected(items=dropped)
     target_order = {t.name: i for i, t in enumerate(selected_targets(config))}
     others = [i for i in keep if not isinstance(i, ScenarioItem)]
-    scenario_items = [i for i in keep if isinstance(i, ScenarioItem)]
-    scenario_items.sort(key=lambda i: target_order.get(i.target.name, 0))  # stable
+    scenario_items: list[pytest.Item] = [i for i in keep if isinstance(i, ScenarioItem)]
+    scenario_items.sort(key=lambda i: target_order.get(i.target.name, 0))  # type: ignore[attr-defined]
     items[:] = others + scenario_items
 
 

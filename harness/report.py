@@ -53,7 +53,7 @@ class Matrix:
         return out
 
     def rows(self) -> list[tuple[str, list[str]]]:
-        return [(name, [SYMBOL.get(self.cells[name].get(t, {}).get("outcome", ""), "")
+        return [(name, [SYMBOL.get(str(self.cells[name].get(t, {}).get("outcome", "")), "")
                          for t in self.targets])
                 for name in sorted(self.cells)]
 

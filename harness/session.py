@@ -29,6 +29,7 @@ from harness.paths import cache_dir
 from harness.provisioning.http import ArtifactServer
 from harness.provisioning.prepare import prepare_boot, stage_served
 from harness.scenario import Scenario, run_scenario
+from harness.scenario.applicability import installed_on
 from harness.sysupdate.channel import UpdateChannel
 from harness.sysupdate.signing import SigningKey
 from harness.targets.model import Target
@@ -84,6 +85,12 @@ class LazyArtifacts(Mapping[str, Artifact]):
 
     def built(self) -> dict[str, Artifact]:
         return dict(self._built)
+
+    def build_needed(self) -> None:
+        """Build now what the steps that run on this target install, so that no machine
+        waits, running, while an image is made."""
+        for name in installed_on(self.scenario, self.target):
+            self[name]  # builds and keeps it
 
 
 def new_run_directory(artifacts_root: Path, run_name: str | None = None) -> Path:
@@ -183,6 +190,7 @@ class HarnessSession:
     def _run_once(self, scenario: Scenario, target: Target, artifacts: LazyArtifacts,
                   out: Path) -> None:
         with contextlib.ExitStack() as stack:
+            artifacts.build_needed()
             channel = self._serve_channel(scenario, target, artifacts, out, stack)
             if scenario.provisioning is None:
                 machine = self.machine(target, f"{scenario.name}-{target.name}",

@@ -602,8 +602,8 @@ def render_butane(
 
     failing = [p for p in ctx.problems if p.severity == "error" or strict]
     if failing:
-        exc = ConfigErrors([_to_config_error(p, source) for p in failing])
+        refused = ConfigErrors([_to_config_error(p, source) for p in failing])
         # not failing, but worth showing next to the errors (the CLI prints them)
-        exc.warnings = tuple(p for p in ctx.problems if p not in failing)  # type: ignore[attr-defined]
-        raise exc
+        refused.warnings = tuple(p for p in ctx.problems if p not in failing)
+        raise refused
     return Rendered(config, spec, tuple(ctx.problems))

@@ -174,7 +174,7 @@ def test_channel_images_must_be_sysext_images(tmp_path: Path) -> None:
 
 
 def test_sysupdate_scenarios_are_not_applicable_without_sysupdate() -> None:
-    from harness.pytest_plugin import applicability
+    from harness.scenario.applicability import applicability
     s = load_scenario(Path(__file__).parents[2] / "scenarios/sysupdate/components-update.yaml")
     ok, reason = applicability(s, get_target("refos-252-flatcar"))
     assert not ok and "does not ship" in reason and "252" in reason
