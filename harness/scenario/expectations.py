@@ -1,8 +1,10 @@
-"""Checks of an `expect:` block against a command result and the guest's state.
+"""The `expect:` keys: how each is validated, and how each is checked in the guest.
 
-The checks never raise on a mismatch: they return every `Failure` so one failing step
-reports all that is wrong at once, each with the guest commands and output that prove it.
-Guest commands go through a `run` callable so the runner can log them.
+Every key is one record in `_KEYS` (name, validator, check); the loader, `Expectation`
+and the runner all follow that table. The checks never raise on a mismatch: they return
+every `Failure` so one failing step reports all that is wrong at once, each with the
+guest commands and output that prove it. Guest commands go through a `run` callable so
+the runner can log them.
 """
 
 from __future__ import annotations
@@ -12,10 +14,24 @@ import posixpath
 import re
 import shlex
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, fields
+from types import MappingProxyType
+from typing import Any, Protocol
 
 from harness.scenario.model import Expectation
+from harness.scenario.values import (
+    INVALID,
+    Ctx,
+    Validator,
+    abs_path,
+    join,
+    maybe_versioned,
+    name_item,
+    path_item,
+    regex_item,
+    str_list,
+    text_item,
+)
 
 PROBE_NAME = ".sysext-harness-probe"
 # systemd-confext manages /etc; every other hierarchy belongs to systemd-sysext.
@@ -88,38 +104,65 @@ def _names(names: Iterable[str]) -> str:
     return "[" + ", ".join(items) + "]" if items else "nothing"
 
 
+def failure_message(label: str, failures: list[Failure], command: Evidence | None) -> str:
+    """`step 4 (merge): expected exit 1, got 0` plus the command and its output."""
+    if len(failures) == 1:
+        lines = [f"{label}: {failures[0].message}"]
+    else:
+        lines = [f"{label}: {len(failures)} expectations failed"]
+        lines += [f"  - {f.message}" for f in failures]
+    if command is not None:
+        lines.append(command.render())
+    shown: set[Evidence] = set()
+    for failure in failures:
+        for ev in failure.evidence:
+            if ev not in shown:
+                shown.add(ev)
+                lines.append(ev.render())
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------ command expectations
+# Each check gets the whole resolved block and looks at its own key only (an unset key
+# checks nothing), so the table below can call every check in order.
 
 
-def check_command(expect: Expectation | None, result: CommandOutput) -> list[Failure]:
-    """Exit code and output checks. Without `exit:` the command must exit 0.
-
-    `expect` must already be resolved for the target's systemd version.
-    """
-    failures: list[Failure] = []
-    wanted = 0 if expect is None or expect.exit is None else expect.exit
+def _exit(expect: Expectation, result: CommandOutput) -> list[Failure]:
+    """Without `exit:` the command must exit 0."""
+    wanted = 0 if expect.exit is None else expect.exit
     if result.exit_code != wanted:
-        failures.append(Failure(f"expected exit {wanted}, got {result.exit_code}"))
-    if expect is None:
-        return failures
-    stdout = result.stdout
-    output = f"{result.stdout}\n{result.stderr}"
-    for text in _tuple(expect.stdout_contains):
-        if text not in stdout:
-            failures.append(Failure(f"stdout does not contain {text!r}"))
-    for text in _tuple(expect.stdout_not_contains):
-        if text in stdout:
-            failures.append(Failure(f"stdout contains {text!r}, which it must not"))
-    for text in _tuple(expect.output_contains):
-        if text not in output:
-            failures.append(Failure(f"output does not contain {text!r}"))
-    for text in _tuple(expect.output_not_contains):
-        if text in output:
-            failures.append(Failure(f"output contains {text!r}, which it must not"))
-    for pattern in _tuple(expect.output_matches):
-        if not re.search(pattern, output, re.MULTILINE):
-            failures.append(Failure(f"output does not match regex {pattern!r}"))
-    return failures
+        return [Failure(f"expected exit {wanted}, got {result.exit_code}")]
+    return []
+
+
+def _output(result: CommandOutput) -> str:
+    return f"{result.stdout}\n{result.stderr}"
+
+
+def _stdout_contains(expect: Expectation, result: CommandOutput) -> list[Failure]:
+    return [Failure(f"stdout does not contain {text!r}")
+            for text in _tuple(expect.stdout_contains) if text not in result.stdout]
+
+
+def _stdout_not_contains(expect: Expectation, result: CommandOutput) -> list[Failure]:
+    return [Failure(f"stdout contains {text!r}, which it must not")
+            for text in _tuple(expect.stdout_not_contains) if text in result.stdout]
+
+
+def _output_contains(expect: Expectation, result: CommandOutput) -> list[Failure]:
+    return [Failure(f"output does not contain {text!r}")
+            for text in _tuple(expect.output_contains) if text not in _output(result)]
+
+
+def _output_not_contains(expect: Expectation, result: CommandOutput) -> list[Failure]:
+    return [Failure(f"output contains {text!r}, which it must not")
+            for text in _tuple(expect.output_not_contains) if text in _output(result)]
+
+
+def _output_matches(expect: Expectation, result: CommandOutput) -> list[Failure]:
+    return [Failure(f"output does not match regex {pattern!r}")
+            for pattern in _tuple(expect.output_matches)
+            if not re.search(pattern, _output(result), re.MULTILINE)]
 
 
 def _tuple(value: object) -> tuple[str, ...]:
@@ -321,29 +364,269 @@ def _check_units(run: Run, expected: Mapping[str, str]) -> list[Failure]:
     return failures
 
 
+def _merged(expect: Expectation, run: Run) -> list[Failure]:
+    """`merged` and `merged_into` together: one status read covers both, and a block that
+    names /usr both ways must agree with itself."""
+    failures: list[Failure] = []
+    wanted: dict[str, frozenset[str]] = {}
+    if isinstance(expect.merged_into, Mapping):
+        wanted.update(expect.merged_into)
+    if isinstance(expect.merged, frozenset):
+        if "/usr" in wanted and wanted["/usr"] != expect.merged:
+            failures.append(Failure(
+                "merged and merged_into./usr disagree; the scenario cannot pass"))
+        wanted["/usr"] = expect.merged
+    if wanted:
+        failures += _check_merged(run, wanted)
+    return failures
+
+
+def _files_present(expect: Expectation, run: Run) -> list[Failure]:
+    if expect.files_present is None:
+        return []
+    return _check_files(run, _tuple(expect.files_present), present=True)
+
+
+def _files_absent(expect: Expectation, run: Run) -> list[Failure]:
+    if expect.files_absent is None:
+        return []
+    return _check_files(run, _tuple(expect.files_absent), present=False)
+
+
+def _file_contains(expect: Expectation, run: Run) -> list[Failure]:
+    if not isinstance(expect.file_contains, Mapping):
+        return []
+    return _check_file_contains(run, expect.file_contains)
+
+
+def _read_only(expect: Expectation, run: Run) -> list[Failure]:
+    failures: list[Failure] = []
+    for directory in _tuple(expect.read_only):
+        failures += _check_writability(run, directory, writable=False)
+    return failures
+
+
+def _writable(expect: Expectation, run: Run) -> list[Failure]:
+    failures: list[Failure] = []
+    for directory in _tuple(expect.writable):
+        failures += _check_writability(run, directory, writable=True)
+    return failures
+
+
+def _unit_state(expect: Expectation, run: Run) -> list[Failure]:
+    if not isinstance(expect.unit_state, Mapping):
+        return []
+    return _check_units(run, expect.unit_state)
+
+
+# ----------------------------------------------------------------------- validators
+
+UNIT_STATES: tuple[str, ...] = (
+    "active",
+    "inactive",
+    "failed",
+    "activating",
+    "deactivating",
+    "reloading",
+    "refreshing",
+    "maintenance",
+)
+
+
+def _v_exit(ctx: Ctx, key: str, value: object) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 255:
+        return value
+    ctx.error(key, "exit must be an exit code", value, allowed="an integer from 0 to 255")
+    return INVALID
+
+
+def _v_texts(ctx: Ctx, key: str, value: object) -> Any:
+    return str_list(ctx, key, value, text_item, what="a string or a list of strings")
+
+
+def _v_regexes(ctx: Ctx, key: str, value: object) -> Any:
+    return str_list(ctx, key, value, regex_item, what="a regex or a list of regexes")
+
+
+def _v_paths(ctx: Ctx, key: str, value: object) -> Any:
+    return str_list(ctx, key, value, path_item, what="an absolute path or a list of them")
+
+
+def _v_names(ctx: Ctx, key: str, value: object) -> Any:
+    names = str_list(
+        ctx,
+        key,
+        value,
+        name_item,
+        allow_single=False,
+        allow_empty=True,
+        what="a list of extension names ([] for none)",
+    )
+    return INVALID if names is INVALID else frozenset(names)
+
+
+def _v_merged_into(ctx: Ctx, key: str, value: object) -> Any:
+    allowed = "a mapping of hierarchy (e.g. /usr, /opt) to a list of extension names"
+    if not isinstance(value, dict) or not value:
+        ctx.error(key, "merged_into must be a non-empty mapping", value, allowed=allowed)
+        return INVALID
+    out: dict[str, frozenset[str]] = {}
+    ok = True
+    for hierarchy, names in value.items():
+        sub = join(key, hierarchy)
+        h = abs_path(ctx, sub, hierarchy, allow_root=False)
+        n = _v_names(ctx, sub, names)
+        if h is None or n is INVALID:
+            ok = False
+        else:
+            out[h.rstrip("/")] = n
+    return MappingProxyType(out) if ok else INVALID
+
+
+def _v_file_contains(ctx: Ctx, key: str, value: object) -> Any:
+    allowed = "a mapping of absolute path to a string or a list of strings"
+    if not isinstance(value, dict) or not value:
+        ctx.error(key, "file_contains must be a non-empty mapping", value, allowed=allowed)
+        return INVALID
+    out: dict[str, tuple[str, ...]] = {}
+    ok = True
+    for path, texts in value.items():
+        sub = join(key, path)
+        p = abs_path(ctx, sub, path)
+        t = _v_texts(ctx, sub, texts)
+        if p is None or t is INVALID:
+            ok = False
+        else:
+            out[p] = t
+    return MappingProxyType(out) if ok else INVALID
+
+
+def _v_unit_state(ctx: Ctx, key: str, value: object) -> Any:
+    allowed = "a mapping of unit name to state, e.g. {hello.service: active}"
+    if not isinstance(value, dict) or not value:
+        ctx.error(key, "unit_state must be a non-empty mapping", value, allowed=allowed)
+        return INVALID
+    out: dict[str, str] = {}
+    ok = True
+    for unit, state in value.items():
+        sub = join(key, unit)
+        if not isinstance(unit, str) or not unit or "/" in unit:
+            ctx.error(sub, "must be a unit name", unit, allowed="e.g. hello.service")
+            ok = False
+        if state not in UNIT_STATES:
+            ctx.error(sub, "unknown unit state", state, allowed=UNIT_STATES)
+            ok = False
+        if ok:
+            out[str(unit)] = str(state)
+    return MappingProxyType(out) if ok else INVALID
+
+
+# ------------------------------------------------------------------------ the keys
+
+CommandCheck = Callable[[Expectation, CommandOutput], list[Failure]]
+StateCheck = Callable[[Expectation, Run], list[Failure]]
+
+
+@dataclass(frozen=True)
+class CommandKey:
+    """A key about the step's own command (exit code, output): only on command steps."""
+
+    name: str
+    validate: Validator
+    check: CommandCheck
+
+
+@dataclass(frozen=True)
+class StateKey:
+    """A key about the guest's state: on command steps and on `expect:` steps."""
+
+    name: str
+    validate: Validator
+    check: StateCheck | None  # None: another key's check covers it (merged_into)
+
+
+ExpectKey = CommandKey | StateKey
+
+# Every `expect:` key, in the order they are checked (and `Expectation` declares them).
+_KEYS: tuple[ExpectKey, ...] = (
+    CommandKey("exit", _v_exit, _exit),
+    CommandKey("stdout_contains", _v_texts, _stdout_contains),
+    CommandKey("stdout_not_contains", _v_texts, _stdout_not_contains),
+    CommandKey("output_contains", _v_texts, _output_contains),
+    CommandKey("output_not_contains", _v_texts, _output_not_contains),
+    CommandKey("output_matches", _v_regexes, _output_matches),  # regexes, re.MULTILINE
+    StateKey("merged", _v_names, _merged),  # exact set merged into /usr
+    StateKey("merged_into", _v_merged_into, None),  # checked by _merged, with merged
+    StateKey("files_present", _v_paths, _files_present),
+    StateKey("files_absent", _v_paths, _files_absent),
+    StateKey("file_contains", _v_file_contains, _file_contains),
+    StateKey("read_only", _v_paths, _read_only),
+    StateKey("writable", _v_paths, _writable),
+    StateKey("unit_state", _v_unit_state, _unit_state),
+)
+EXPECT_REGISTRY: Mapping[str, ExpectKey] = MappingProxyType({k.name: k for k in _KEYS})
+_COMMAND: tuple[CommandKey, ...] = tuple(k for k in _KEYS if isinstance(k, CommandKey))
+_STATE: tuple[StateKey, ...] = tuple(k for k in _KEYS if isinstance(k, StateKey))
+COMMAND_KEYS: tuple[str, ...] = tuple(k.name for k in _COMMAND)
+STATE_KEYS: tuple[str, ...] = tuple(k.name for k in _STATE)
+EXPECT_KEYS: tuple[str, ...] = COMMAND_KEYS + STATE_KEYS
+assert tuple(f.name for f in fields(Expectation)) == EXPECT_KEYS, (
+    "Expectation's fields and the expect keys drifted apart")
+
+
+def parse_expect(ctx: Ctx, key: str, value: object, *, command: bool) -> Expectation | None:
+    """One `expect:` block; `command` says whether it belongs to a step with a command."""
+    allowed = EXPECT_KEYS if command else STATE_KEYS
+    if not isinstance(value, dict) or not value:
+        ctx.error(
+            key,
+            "expect must be a non-empty mapping of checks",
+            value,
+            allowed=allowed,
+        )
+        return None
+    found: dict[str, Any] = {}
+    ok = True
+    for k, v in value.items():
+        sub = join(key, k)
+        if k in COMMAND_KEYS and not command:
+            ctx.error(
+                sub,
+                f"{k} checks a command's result, but an `expect:` step runs no command; "
+                "put this expect block on the merge/unmerge/refresh/sysext/run step it checks",
+                v,
+                allowed=STATE_KEYS,
+            )
+            ok = False
+            continue
+        if k not in allowed:
+            ctx.error(sub, "unknown expectation", k, allowed=allowed)
+            ok = False
+            continue
+        checked = maybe_versioned(ctx, sub, v, EXPECT_REGISTRY[k].validate)
+        if checked is INVALID:
+            ok = False
+        else:
+            found[k] = checked
+    return Expectation(**found) if ok else None
+
+
+def check_command(expect: Expectation | None, result: CommandOutput) -> list[Failure]:
+    """Exit code and output checks. Without `exit:` the command must exit 0.
+
+    `expect` must already be resolved for the target's systemd version.
+    """
+    block = expect if expect is not None else Expectation()
+    failures: list[Failure] = []
+    for key in _COMMAND:
+        failures += key.check(block, result)
+    return failures
+
+
 def check_state(expect: Expectation, run: Run) -> list[Failure]:
     """Every guest-state key of a resolved `expect` block, in a fixed order."""
     failures: list[Failure] = []
-    merged: dict[str, frozenset[str]] = {}
-    if isinstance(expect.merged_into, Mapping):
-        merged.update(expect.merged_into)
-    if isinstance(expect.merged, frozenset):
-        if "/usr" in merged and merged["/usr"] != expect.merged:
-            failures.append(Failure(
-                "merged and merged_into./usr disagree; the scenario cannot pass"))
-        merged["/usr"] = expect.merged
-    if merged:
-        failures += _check_merged(run, merged)
-    if expect.files_present is not None:
-        failures += _check_files(run, _tuple(expect.files_present), present=True)
-    if expect.files_absent is not None:
-        failures += _check_files(run, _tuple(expect.files_absent), present=False)
-    if isinstance(expect.file_contains, Mapping):
-        failures += _check_file_contains(run, expect.file_contains)
-    for directory in _tuple(expect.read_only):
-        failures += _check_writability(run, directory, writable=False)
-    for directory in _tuple(expect.writable):
-        failures += _check_writability(run, directory, writable=True)
-    if isinstance(expect.unit_state, Mapping):
-        failures += _check_units(run, expect.unit_state)
+    for key in _STATE:
+        if key.check is not None:
+            failures += key.check(expect, run)
     return failures

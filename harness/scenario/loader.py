@@ -4,54 +4,46 @@ Validation is exhaustive on purpose: a scenario is checked before any VM boots, 
 typo must surface as a ConfigError (exit 2) naming `file:line`, the key path (e.g.
 `steps[3].expect.exit`), the value found and what is accepted -- never as a confusing
 failure twenty minutes into a run.
+
+This module checks the file's layout and the keys every step shares; what a step's own
+keys mean is its kind's record in `harness.scenario.steps`, and each `expect:` key is
+validated by its record in `harness.scenario.expectations`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import yaml
 
-from harness import versions
 from harness.errors import ConfigError, ConfigErrors
 from harness.extensions.spec import ExtensionSpec, parse_extension_spec
+from harness.scenario.expectations import parse_expect
 from harness.scenario.model import (
-    ACTIONS,
-    BARE_ACTIONS,
-    CHANNEL_ACTIONS,
-    COMMAND_ACTIONS,
-    COMMAND_KEYS,
     DEFAULT_TIMEOUT,
-    EXPECT_KEYS,
     KNOWN_PERSONAS,
-    OS_UPDATE_SLOTS,
-    STATE_KEYS,
-    SYSEXT_VERBS,
     AppliesTo,
-    BySystemd,
-    ChannelStep,
     Condition,
-    Expectation,
-    ExpectStep,
-    InstallStep,
-    MkdirStep,
-    OsUpdateStep,
-    RebootStep,
-    RemoveStep,
-    RunStep,
     Scenario,
     Step,
-    SymlinkStep,
-    SysextStep,
-    SysupdateStep,
-    TrustCertificateStep,
 )
 from harness.scenario.provisioning import parse_provisioning
+from harness.scenario.steps import ACTIONS, BARE_ACTIONS, STEP_KINDS, StepSource
 from harness.scenario.update_channel import parse_update_channel
+from harness.scenario.values import (
+    INVALID,
+    Ctx,
+    constraint,
+    join,
+    nonempty_str,
+    str_list,
+    text_item,
+    type_name,
+)
 from harness.sysupdate.model import ChannelSpec
 from harness.targets.registry import persona_names
 
@@ -62,36 +54,6 @@ TOP_KEYS: tuple[str, ...] = (
 APPLIES_TO_KEYS: tuple[str, ...] = ("systemd", "personas", "targets", "reason")
 WHEN_KEYS: tuple[str, ...] = ("systemd", "personas", "targets", "reason")
 COMMON_STEP_KEYS: tuple[str, ...] = ("name", "when", "timeout")
-# Keys a step may carry besides its action and the common ones.
-STEP_EXTRA_KEYS: Mapping[str, tuple[str, ...]] = {
-    "install": ("dir", "as"),
-    "symlink": ("to",),
-    "remove": (),
-    "mkdir": (),
-    "merge": ("expect",),
-    "unmerge": ("expect",),
-    "refresh": ("expect",),
-    "sysext": ("expect",),
-    "run": ("expect",),
-    "reboot": (),
-    "os_update": (),
-    "os_rollback": (),
-    "sysupdate": ("expect",),
-    "publish": (),
-    "tamper": (),
-    "trust_certificate": (),
-    "expect": (),
-}
-UNIT_STATES: tuple[str, ...] = (
-    "active",
-    "inactive",
-    "failed",
-    "activating",
-    "deactivating",
-    "reloading",
-    "refreshing",
-    "maintenance",
-)
 # pytest's own markers: a tag with one of these names would change how pytest runs the test.
 RESERVED_TAGS: tuple[str, ...] = (
     "skip",
@@ -104,13 +66,9 @@ RESERVED_TAGS: tuple[str, ...] = (
     "vm",
 )
 _TAG_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_FILE_NAME_HELP = "a plain file name such as hello.raw (no '/')"
-
-_INVALID: Any = object()  # returned by validators after they recorded an error
 
 
 # ---------------------------------------------------------------------------- plumbing
-
 
 
 def known_personas() -> tuple[str, ...]:
@@ -120,6 +78,7 @@ def known_personas() -> tuple[str, ...]:
     except OSError:
         names = ()
     return names or KNOWN_PERSONAS
+
 
 class _Ctx:
     """Collects the errors of one file and places each at `file:line` when known."""
@@ -193,10 +152,6 @@ def _parent_key(key: str) -> str:
     return key[:cut] if cut > 0 else ""
 
 
-def _join(prefix: str, key: object) -> str:
-    return f"{prefix}.{key}" if prefix else str(key)
-
-
 def _shown(value: object) -> object:
     """Keep error lines short: long values are abbreviated, not dumped whole."""
     if value is None:
@@ -205,19 +160,6 @@ def _shown(value: object) -> object:
     if len(text) <= 80:
         return value
     return text[:77] + "..."
-
-
-def _type_name(value: object) -> str:
-    if value is None:
-        return "null"
-    return {
-        bool: "boolean",
-        int: "integer",
-        float: "number",
-        str: "string",
-        list: "list",
-        dict: "mapping",
-    }.get(type(value), type(value).__name__)
 
 
 # ----------------------------------------------------------------------------- YAML
@@ -234,7 +176,7 @@ def _index_nodes(
         seen: set[str] = set()
         for key_node, value_node in node.value:
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
-            path = _join(prefix, key)
+            path = join(prefix, key)
             line = key_node.start_mark.line + 1
             if key in seen and key != "<<":
                 lines.setdefault(path, line)
@@ -288,304 +230,19 @@ def _read_yaml(path: Path, ctx: _Ctx) -> tuple[object, dict[str, int]] | None:
     return data, lines
 
 
-# ------------------------------------------------------------------------ value checks
-
-
-def _nonempty_str(ctx: _Ctx, key: str, value: object, what: str) -> str | None:
-    if isinstance(value, str) and value.strip():
-        return value
-    ctx.error(key, f"{what} must be a non-empty string", value, allowed="a non-empty string")
-    return None
-
-
-def _abs_path(ctx: _Ctx, key: str, value: object, *, allow_root: bool = True) -> str | None:
-    if not isinstance(value, str) or not value.startswith("/"):
-        ctx.error(key, "must be an absolute path", value, allowed="a path starting with /")
-        return None
-    if not allow_root and value.strip("/") == "":
-        ctx.error(key, "refusing to operate on /", value, allowed="a path below /")
-        return None
-    return value
-
-
-def _str_list(
-    ctx: _Ctx,
-    key: str,
-    value: object,
-    item: Callable[[_Ctx, str, object], Any],
-    *,
-    allow_single: bool = True,
-    allow_empty: bool = False,
-    what: str = "a list",
-) -> tuple[Any, ...] | Any:
-    """A list (or, if allowed, one bare item) whose items each pass `item`."""
-    if allow_single and isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list):
-        ctx.error(key, f"must be {what}, not a {_type_name(value)}", value, allowed=what)
-        return _INVALID
-    if not value and not allow_empty:
-        ctx.error(key, "must not be empty", value, allowed=what)
-        return _INVALID
-    out = []
-    ok = True
-    for i, entry in enumerate(value):
-        checked = item(ctx, f"{key}[{i}]", entry)
-        if checked is None or checked is _INVALID:
-            ok = False
-        else:
-            out.append(checked)
-    return tuple(out) if ok else _INVALID
-
-
-def _text_item(ctx: _Ctx, key: str, value: object) -> str | None:
-    if isinstance(value, str) and value:
-        return value
-    ctx.error(key, "must be a non-empty string", value, allowed="a non-empty string")
-    return None
-
-
-def _regex_item(ctx: _Ctx, key: str, value: object) -> str | None:
-    if not isinstance(value, str) or not value:
-        ctx.error(key, "must be a non-empty regular expression", value, allowed="a regex string")
-        return None
-    try:
-        re.compile(value, re.MULTILINE)
-    except re.error as exc:
-        ctx.error(key, f"invalid regular expression: {exc}", value, allowed="a Python regex")
-        return None
-    return value
-
-
-def _name_item(ctx: _Ctx, key: str, value: object) -> str | None:
-    if isinstance(value, str) and value and "/" not in value:
-        return value
-    ctx.error(key, "must be an extension name", value, allowed="an image name such as hello")
-    return None
-
-
-def _path_item(ctx: _Ctx, key: str, value: object) -> str | None:
-    return _abs_path(ctx, key, value)
-
-
-def _v_exit(ctx: _Ctx, key: str, value: object) -> Any:
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 255:
-        return value
-    ctx.error(key, "exit must be an exit code", value, allowed="an integer from 0 to 255")
-    return _INVALID
-
-
-def _v_texts(ctx: _Ctx, key: str, value: object) -> Any:
-    return _str_list(ctx, key, value, _text_item, what="a string or a list of strings")
-
-
-def _v_regexes(ctx: _Ctx, key: str, value: object) -> Any:
-    return _str_list(ctx, key, value, _regex_item, what="a regex or a list of regexes")
-
-
-def _v_paths(ctx: _Ctx, key: str, value: object) -> Any:
-    return _str_list(ctx, key, value, _path_item, what="an absolute path or a list of them")
-
-
-def _v_names(ctx: _Ctx, key: str, value: object) -> Any:
-    names = _str_list(
-        ctx,
-        key,
-        value,
-        _name_item,
-        allow_single=False,
-        allow_empty=True,
-        what="a list of extension names ([] for none)",
-    )
-    return _INVALID if names is _INVALID else frozenset(names)
-
-
-def _v_merged_into(ctx: _Ctx, key: str, value: object) -> Any:
-    allowed = "a mapping of hierarchy (e.g. /usr, /opt) to a list of extension names"
-    if not isinstance(value, dict) or not value:
-        ctx.error(key, "merged_into must be a non-empty mapping", value, allowed=allowed)
-        return _INVALID
-    out: dict[str, frozenset[str]] = {}
-    ok = True
-    for hierarchy, names in value.items():
-        sub = _join(key, hierarchy)
-        h = _abs_path(ctx, sub, hierarchy, allow_root=False)
-        n = _v_names(ctx, sub, names)
-        if h is None or n is _INVALID:
-            ok = False
-        else:
-            out[h.rstrip("/")] = n
-    return MappingProxyType(out) if ok else _INVALID
-
-
-def _v_file_contains(ctx: _Ctx, key: str, value: object) -> Any:
-    allowed = "a mapping of absolute path to a string or a list of strings"
-    if not isinstance(value, dict) or not value:
-        ctx.error(key, "file_contains must be a non-empty mapping", value, allowed=allowed)
-        return _INVALID
-    out: dict[str, tuple[str, ...]] = {}
-    ok = True
-    for path, texts in value.items():
-        sub = _join(key, path)
-        p = _abs_path(ctx, sub, path)
-        t = _v_texts(ctx, sub, texts)
-        if p is None or t is _INVALID:
-            ok = False
-        else:
-            out[p] = t
-    return MappingProxyType(out) if ok else _INVALID
-
-
-def _v_unit_state(ctx: _Ctx, key: str, value: object) -> Any:
-    allowed = "a mapping of unit name to state, e.g. {hello.service: active}"
-    if not isinstance(value, dict) or not value:
-        ctx.error(key, "unit_state must be a non-empty mapping", value, allowed=allowed)
-        return _INVALID
-    out: dict[str, str] = {}
-    ok = True
-    for unit, state in value.items():
-        sub = _join(key, unit)
-        if not isinstance(unit, str) or not unit or "/" in unit:
-            ctx.error(sub, "must be a unit name", unit, allowed="e.g. hello.service")
-            ok = False
-        if state not in UNIT_STATES:
-            ctx.error(sub, "unknown unit state", state, allowed=UNIT_STATES)
-            ok = False
-        if ok:
-            out[str(unit)] = str(state)
-    return MappingProxyType(out) if ok else _INVALID
-
-
-_EXPECT_VALIDATORS: Mapping[str, Callable[[_Ctx, str, object], Any]] = {
-    "exit": _v_exit,
-    "stdout_contains": _v_texts,
-    "stdout_not_contains": _v_texts,
-    "output_contains": _v_texts,
-    "output_not_contains": _v_texts,
-    "output_matches": _v_regexes,
-    "merged": _v_names,
-    "merged_into": _v_merged_into,
-    "files_present": _v_paths,
-    "files_absent": _v_paths,
-    "file_contains": _v_file_contains,
-    "read_only": _v_paths,
-    "writable": _v_paths,
-    "unit_state": _v_unit_state,
-}
-assert set(_EXPECT_VALIDATORS) == set(EXPECT_KEYS)
-
-
-def _constraint(ctx: _Ctx, key: str, value: object) -> str | None:
-    if versions.is_valid_constraint(value):
-        return str(value).strip()
-    ctx.error(key, "invalid systemd version constraint", value, allowed=versions.SYNTAX_HELP)
-    return None
-
-
-def _by_systemd(
-    ctx: _Ctx, key: str, value: object, check: Callable[[_Ctx, str, object], Any]
-) -> BySystemd | Any:
-    """`{by_systemd: {"<=255": x, ">=256": y, default: z}}`: every branch fully checked."""
-    allowed = 'a mapping of version constraint (e.g. ">=256") or default to a value'
-    key = f"{key}.by_systemd"
-    if not isinstance(value, dict) or not value:
-        ctx.error(key, "by_systemd must be a non-empty mapping", value, allowed=allowed)
-        return _INVALID
-    choices: list[tuple[str, Any]] = []
-    default: Any = None
-    has_default = False
-    ok = True
-    for constraint, choice in value.items():
-        sub = _join(key, constraint)
-        if constraint == "default":
-            has_default = True
-        elif _constraint(ctx, sub, constraint) is None:
-            ok = False
-            continue
-        # null means "do not check this key on these versions"
-        checked = None if choice is None else check(ctx, sub, choice)
-        if checked is _INVALID:
-            ok = False
-        elif constraint == "default":
-            default = checked
-        else:
-            choices.append((str(constraint).strip(), checked))
-    if ok and not choices:
-        ctx.error(key, "by_systemd needs at least one version constraint", value, allowed=allowed)
-        ok = False
-    if not ok:
-        return _INVALID
-    if has_default:
-        return BySystemd(tuple(choices), default)
-    return BySystemd(tuple(choices))
-
-
-def _maybe_versioned(
-    ctx: _Ctx, key: str, value: object, check: Callable[[_Ctx, str, object], Any]
-) -> Any:
-    if isinstance(value, dict) and "by_systemd" in value:
-        if len(value) != 1:
-            extra = sorted(str(k) for k in value if k != "by_systemd")
-            ctx.error(
-                key,
-                "by_systemd cannot be combined with other keys",
-                extra,
-                allowed="{by_systemd: {...}} alone",
-            )
-            return _INVALID
-        return _by_systemd(ctx, key, value["by_systemd"], check)
-    return check(ctx, key, value)
-
-
 # --------------------------------------------------------------------------- sections
-
-
-def _parse_expect(ctx: _Ctx, key: str, value: object, *, command: bool) -> Expectation | None:
-    allowed = EXPECT_KEYS if command else STATE_KEYS
-    if not isinstance(value, dict) or not value:
-        ctx.error(
-            key,
-            "expect must be a non-empty mapping of checks",
-            value,
-            allowed=allowed,
-        )
-        return None
-    found: dict[str, Any] = {}
-    ok = True
-    for k, v in value.items():
-        sub = _join(key, k)
-        if k in COMMAND_KEYS and not command:
-            ctx.error(
-                sub,
-                f"{k} checks a command's result, but an `expect:` step runs no command; "
-                "put this expect block on the merge/unmerge/refresh/sysext/run step it checks",
-                v,
-                allowed=STATE_KEYS,
-            )
-            ok = False
-            continue
-        if k not in allowed:
-            ctx.error(sub, "unknown expectation", k, allowed=allowed)
-            ok = False
-            continue
-        checked = _maybe_versioned(ctx, sub, v, _EXPECT_VALIDATORS[k])
-        if checked is _INVALID:
-            ok = False
-        else:
-            found[k] = checked
-    return Expectation(**found) if ok else None
 
 
 def _parse_condition(
     ctx: _Ctx, key: str, value: object, keys: tuple[str, ...], cls: type[Condition]
 ) -> Condition | None:
     if not isinstance(value, dict):
-        ctx.error(key, f"must be a mapping, not a {_type_name(value)}", value, allowed=keys)
+        ctx.error(key, f"must be a mapping, not a {type_name(value)}", value, allowed=keys)
         return None
     ok = True
     for k in value:
         if k not in keys:
-            ctx.error(_join(key, k), "unknown key", k, allowed=keys)
+            ctx.error(join(key, k), "unknown key", k, allowed=keys)
             ok = False
     if not any(k in value for k in ("systemd", "personas", "targets")):
         ctx.error(
@@ -597,10 +254,10 @@ def _parse_condition(
         ok = False
     systemd: str | None = None
     if "systemd" in value:
-        systemd = _constraint(ctx, _join(key, "systemd"), value["systemd"])
+        systemd = constraint(ctx, join(key, "systemd"), value["systemd"])
         ok = ok and systemd is not None
 
-    def persona_item(c: _Ctx, k: str, v: object) -> str | None:
+    def persona_item(c: Ctx, k: str, v: object) -> str | None:
         if v in known_personas():
             return str(v)
         c.error(k, "unknown persona", v, allowed=known_personas())
@@ -608,21 +265,21 @@ def _parse_condition(
 
     personas: Any = ()
     if "personas" in value:
-        personas = _str_list(
-            ctx, _join(key, "personas"), value["personas"], persona_item,
+        personas = str_list(
+            ctx, join(key, "personas"), value["personas"], persona_item,
             what="a list of persona names",
         )
-        ok = ok and personas is not _INVALID
+        ok = ok and personas is not INVALID
     targets: Any = ()
     if "targets" in value:
-        targets = _str_list(
-            ctx, _join(key, "targets"), value["targets"], _text_item,
+        targets = str_list(
+            ctx, join(key, "targets"), value["targets"], text_item,
             what="a list of target name patterns (fnmatch, e.g. refos-257-*)",
         )
-        ok = ok and targets is not _INVALID
+        ok = ok and targets is not INVALID
     reason: str | None = None
     if "reason" in value:
-        reason = _nonempty_str(ctx, _join(key, "reason"), value["reason"], "reason")
+        reason = nonempty_str(ctx, join(key, "reason"), value["reason"], "reason")
         ok = ok and reason is not None
     if not ok:
         return None
@@ -630,7 +287,7 @@ def _parse_condition(
 
 
 def _parse_tags(ctx: _Ctx, value: object) -> tuple[str, ...]:
-    def tag_item(c: _Ctx, k: str, v: object) -> str | None:
+    def tag_item(c: Ctx, k: str, v: object) -> str | None:
         if not isinstance(v, str) or not _TAG_RE.match(v):
             c.error(k, "invalid tag (tags become pytest markers)", v,
                     allowed="letters, digits and _, not starting with a digit")
@@ -641,8 +298,8 @@ def _parse_tags(ctx: _Ctx, value: object) -> tuple[str, ...]:
             return None
         return v
 
-    tags = _str_list(ctx, "tags", value, tag_item, allow_single=False, what="a list of tags")
-    if tags is _INVALID:
+    tags = str_list(ctx, "tags", value, tag_item, allow_single=False, what="a list of tags")
+    if tags is INVALID:
         return ()
     return tuple(dict.fromkeys(tags))
 
@@ -654,7 +311,7 @@ def _parse_extensions(ctx: _Ctx, value: object) -> dict[str, ExtensionSpec] | No
     if not isinstance(value, dict):
         ctx.error(
             "extensions",
-            f"must be a mapping of extension name to spec, not a {_type_name(value)}",
+            f"must be a mapping of extension name to spec, not a {type_name(value)}",
             value,
             allowed="{name: {format: ..., files: [...]}, ...}",
         )
@@ -662,7 +319,7 @@ def _parse_extensions(ctx: _Ctx, value: object) -> dict[str, ExtensionSpec] | No
     specs: dict[str, ExtensionSpec] = {}
     for name, data in value.items():
         if not isinstance(name, str):
-            ctx.error(_join("extensions", name), "extension names must be strings", name)
+            ctx.error(join("extensions", name), "extension names must be strings", name)
             continue
         try:
             specs[name] = parse_extension_spec(
@@ -686,7 +343,7 @@ def _parse_step(ctx: _Ctx, index: int, raw: object, extension_names: list[str]) 
             ctx.error(key, "unknown step", raw, allowed=action_list)
         return None
     if not isinstance(raw, dict):
-        ctx.error(key, f"a step must be a mapping or a bare action, not a {_type_name(raw)}",
+        ctx.error(key, f"a step must be a mapping or a bare action, not a {type_name(raw)}",
                   raw, allowed=action_list)
         return None
     # `expect` is the action only when nothing else is: on command steps it is a modifier.
@@ -713,12 +370,13 @@ def _build_step(
     raw: dict[Any, Any],
     extension_names: list[str],
 ) -> Step | None:
-    allowed = (action, *STEP_EXTRA_KEYS[action], *COMMON_STEP_KEYS)
+    """Check the keys and common fields every step has, then let its kind parse it."""
+    allowed = (action, *STEP_KINDS[action].extra_keys, *COMMON_STEP_KEYS)
     ok = True
     for k in raw:
         if k in allowed:
             continue
-        sub = _join(key, k)
+        sub = join(key, k)
         if k == "expect":
             ctx.error(sub, f"`{action}` steps take no expect block; add a separate "
                       "`- expect: {...}` step after it", None,
@@ -729,179 +387,31 @@ def _build_step(
 
     common: dict[str, Any] = {"index": index}
     if "name" in raw:
-        name = _nonempty_str(ctx, _join(key, "name"), raw["name"], "name")
+        name = nonempty_str(ctx, join(key, "name"), raw["name"], "name")
         ok = ok and name is not None
         common["name"] = name
     if "when" in raw:
-        when = _parse_condition(ctx, _join(key, "when"), raw["when"], WHEN_KEYS, Condition)
+        when = _parse_condition(ctx, join(key, "when"), raw["when"], WHEN_KEYS, Condition)
         ok = ok and when is not None
         common["when"] = when
     timeout = raw.get("timeout", DEFAULT_TIMEOUT)
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-        ctx.error(_join(key, "timeout"), "timeout must be a positive number of seconds",
+        ctx.error(join(key, "timeout"), "timeout must be a positive number of seconds",
                   timeout, allowed="e.g. 120 or 0.5")
         ok = False
     else:
         common["timeout"] = float(timeout)
 
-    value = raw[action]
-    akey = _join(key, action)
+    kind = STEP_KINDS[action]
     expect = None
-    if action in COMMAND_ACTIONS and "expect" in raw:
-        expect = _parse_expect(ctx, _join(key, "expect"), raw["expect"], command=True)
+    if kind.command and "expect" in raw:
+        expect = parse_expect(ctx, join(key, "expect"), raw["expect"], command=True)
         ok = ok and expect is not None
 
-    step: Step | None = None
-    if action == "install":
-        step = _install_step(ctx, key, raw, common, extension_names)
-    elif action == "symlink":
-        path = _abs_path(ctx, akey, value, allow_root=False)
-        if "to" not in raw:
-            ctx.error(_join(key, "to"), "a symlink step needs `to:` (the link target)",
-                      allowed="an absolute or relative path")
-            target = None
-        else:
-            target = _nonempty_str(ctx, _join(key, "to"), raw["to"], "to")
-        if path and target:
-            step = SymlinkStep(path=path, to=target, **common)
-    elif action in ("remove", "mkdir"):
-        path = _abs_path(ctx, akey, value, allow_root=False)
-        if path:
-            cls = RemoveStep if action == "remove" else MkdirStep
-            step = cls(path=path, **common)
-    elif action in SYSEXT_VERBS:
-        args = _verb_args(ctx, akey, value)
-        if args is not None:
-            step = SysextStep(verb=action, args=args, expect=expect, **common)
-    elif action == "sysext":
-        args = _nonempty_str(ctx, akey, value, "sysext")
-        if args is not None:
-            step = SysextStep(verb="sysext", args=args.strip(), expect=expect, **common)
-    elif action == "run":
-        shell = _nonempty_str(ctx, akey, value, "run")
-        if shell is not None:
-            step = RunStep(shell=shell, expect=expect, **common)
-    elif action == "reboot":
-        if value is not None:
-            ctx.error(akey, "reboot takes no argument", value,
-                      allowed="`- reboot`, or `reboot:` with no value")
-        else:
-            step = RebootStep(**common)
-    elif action in OS_UPDATE_SLOTS:
-        if value is not None:
-            ctx.error(akey, f"{action} takes no argument", value,
-                      allowed=f"`- {action}`, or `{action}:` with no value")
-        else:
-            step = OsUpdateStep(slot=OS_UPDATE_SLOTS[action], **common)
-    elif action == "sysupdate":
-        args = _nonempty_str(ctx, akey, value, "sysupdate")
-        if args is not None:
-            step = SysupdateStep(args=args.strip(), expect=expect, **common)
-    elif action == "trust_certificate":
-        step = _trust_step(ctx, akey, value, common)
-    elif action in CHANNEL_ACTIONS:
-        step = _channel_step(ctx, akey, action, value, common)
-    elif action == "expect":
-        block = _parse_expect(ctx, akey, value, command=False)
-        if block is not None:
-            step = ExpectStep(expect=block, **common)
+    source = StepSource(key=key, action=action, raw=raw, common=common, expect=expect,
+                        extension_names=extension_names, channel=ctx.channel)
+    step = kind.parse(ctx, source)
     return step if ok else None
-
-
-def _install_step(
-    ctx: _Ctx,
-    key: str,
-    raw: dict[Any, Any],
-    common: dict[str, Any],
-    extension_names: list[str],
-) -> InstallStep | None:
-    ok = True
-    name = raw["install"]
-    akey = _join(key, "install")
-    if not isinstance(name, str) or name not in extension_names:
-        known = ", ".join(extension_names) if extension_names else "(none defined)"
-        ctx.error(akey, "install names an extension not defined under `extensions:`", name,
-                  allowed=known)
-        ok = False
-    directory = None
-    if "dir" in raw:
-        directory = _abs_path(ctx, _join(key, "dir"), raw["dir"], allow_root=False)
-        ok = ok and directory is not None
-    as_name = None
-    if "as" in raw:
-        as_name = raw["as"]
-        if (
-            not isinstance(as_name, str)
-            or not as_name
-            or "/" in as_name
-            or as_name in (".", "..")
-        ):
-            ctx.error(_join(key, "as"), "invalid file name", as_name, allowed=_FILE_NAME_HELP)
-            ok = False
-    if not ok:
-        return None
-    return InstallStep(extension=name, dir=directory, as_name=as_name, **common)
-
-
-def _trust_step(ctx: _Ctx, key: str, value: object,
-                common: dict[str, Any]) -> TrustCertificateStep | None:
-    """`- trust_certificate` or `trust_certificate: {dir: /run/verity.d}`."""
-    if value is None:
-        return TrustCertificateStep(**common)
-    if not isinstance(value, dict) or set(value) != {"dir"}:
-        ctx.error(key, "expected nothing or a mapping with `dir`", value,
-                  allowed="`- trust_certificate` or `trust_certificate: {dir: /run/verity.d}`")
-        return None
-    directory = _abs_path(ctx, f"{key}.dir", value["dir"], allow_root=False)
-    return TrustCertificateStep(dir=directory, **common) if directory else None
-
-
-def _channel_step(ctx: _Ctx, key: str, action: str, value: object,
-                  common: dict[str, Any]) -> ChannelStep | None:
-    """`publish: {component: hello, version: 1.3.0}` (same shape for `tamper:`)."""
-    allowed = f"`{action}: {{component: NAME, version: VERSION}}`"
-    channel = ctx.channel
-    if channel is None:
-        ctx.error(key, f"`{action}` needs an `update_channel:` block in the scenario", value,
-                  allowed=allowed)
-        return None
-    if not isinstance(value, dict) or set(value) != {"component", "version"}:
-        ctx.error(key, "expected a mapping with exactly `component` and `version`", value,
-                  allowed=allowed)
-        return None
-    component, version = value["component"], value["version"]
-    if component not in channel.components:
-        ctx.error(f"{key}.component", "not a component of update_channel", component,
-                  allowed=", ".join(channel.components))
-        return None
-    if not isinstance(version, str | int | float) or not str(version).strip():
-        ctx.error(f"{key}.version", "expected a version string", version, allowed="e.g. 1.3.0")
-        return None
-    return ChannelStep(verb=action, component=component, version=str(version), **common)
-
-
-def _verb_args(ctx: _Ctx, key: str, value: object) -> str | None:
-    """`merge`, `merge:` (null), `merge: {}` or `merge: {args: "--force"}`."""
-    allowed = '`- merge`, or `merge: {args: "--force"}`'
-    if value is None:
-        return ""
-    if not isinstance(value, dict):
-        ctx.error(key, f"expected nothing or a mapping with `args`, not a {_type_name(value)}",
-                  value, allowed=allowed)
-        return None
-    ok = True
-    for k in value:
-        if k != "args":
-            ctx.error(_join(key, k), "unknown key", k, allowed="args")
-            ok = False
-    args = value.get("args", "")
-    if args is None:
-        args = ""
-    if not isinstance(args, str):
-        ctx.error(_join(key, "args"), "args must be a string", args,
-                  allowed='command-line arguments, e.g. "--force"')
-        ok = False
-    return args.strip() if ok else None
 
 
 def _check_channel_extensions(ctx: _Ctx, channel: ChannelSpec | None,
@@ -933,19 +443,19 @@ def _parse(path: Path, ctx: _Ctx) -> Scenario | None:
         ctx.error(None, "scenario file is empty", allowed="a mapping with description and steps")
         return None
     if not isinstance(data, dict):
-        ctx.error(None, f"a scenario must be a mapping, not a {_type_name(data)}",
+        ctx.error(None, f"a scenario must be a mapping, not a {type_name(data)}",
                   allowed=", ".join(TOP_KEYS))
         return None
 
     for k in data:
         if k not in TOP_KEYS:
-            ctx.error(_join("", k), "unknown top-level key", k, allowed=TOP_KEYS)
+            ctx.error(join("", k), "unknown top-level key", k, allowed=TOP_KEYS)
 
     description = None
     if "description" not in data:
         ctx.error("description", "missing required key", allowed="a one-line description")
     else:
-        description = _nonempty_str(ctx, "description", data["description"], "description")
+        description = nonempty_str(ctx, "description", data["description"], "description")
 
     applies_to: Condition | None = AppliesTo()
     if "applies_to" in data:

@@ -149,34 +149,13 @@ class BySystemd:
 
 # ------------------------------------------------------------------------- expectations
 
-# Keys that inspect the output or exit code of the step's own command.
-COMMAND_KEYS: tuple[str, ...] = (
-    "exit",
-    "stdout_contains",
-    "stdout_not_contains",
-    "output_contains",
-    "output_not_contains",
-    "output_matches",
-)
-# Keys that inspect the guest's state; allowed everywhere.
-STATE_KEYS: tuple[str, ...] = (
-    "merged",
-    "merged_into",
-    "files_present",
-    "files_absent",
-    "file_contains",
-    "read_only",
-    "writable",
-    "unit_state",
-)
-EXPECT_KEYS: tuple[str, ...] = COMMAND_KEYS + STATE_KEYS
-
-
 @dataclass(frozen=True)
 class Expectation:
     """One `expect:` block. Unset keys are None; any value may be a `BySystemd`.
 
     Call `resolve(version)` to get a block with only concrete values before checking.
+    Each field is an `expect:` key whose validator and check are its record in
+    `harness.scenario.expectations`; a unit test fails if fields and records disagree.
     """
 
     exit: int | BySystemd | None = None
@@ -217,6 +196,8 @@ class Expectation:
 
 
 # -------------------------------------------------------------------------------- steps
+# What each step kind is written as, how it is parsed and what it does: its record in
+# `harness.scenario.steps`.
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -475,36 +456,6 @@ class ExpectStep(Step):
     @property
     def action(self) -> str:
         return "expect"
-
-
-ACTIONS: tuple[str, ...] = (
-    "install",
-    "symlink",
-    "remove",
-    "mkdir",
-    "merge",
-    "unmerge",
-    "refresh",
-    "sysext",
-    "run",
-    "reboot",
-    "os_update",
-    "os_rollback",
-    "sysupdate",
-    "publish",
-    "tamper",
-    "trust_certificate",
-    "expect",
-)
-# The /usr slot each OS update action boots.
-OS_UPDATE_SLOTS: Mapping[str, str] = MappingProxyType({"os_update": "B", "os_rollback": "A"})
-COMMAND_ACTIONS: tuple[str, ...] = (
-    "merge", "unmerge", "refresh", "sysext", "run", "sysupdate",
-)
-CHANNEL_ACTIONS: tuple[str, ...] = ("publish", "tamper")
-BARE_ACTIONS: tuple[str, ...] = (
-    "merge", "unmerge", "refresh", "reboot", "os_update", "os_rollback", "trust_certificate",
-)
 
 
 # ----------------------------------------------------------------------------- scenario

@@ -4,91 +4,37 @@ The runner knows nothing about VMs: it drives anything that satisfies `Machine`,
 keeps it testable with a scripted fake and keeps `machine/` free of scenario knowledge.
 Failures of the system under test raise AssertionFailed; failures of the harness's own
 set-up actions (install, symlink, remove, mkdir) raise HarnessError, so a report can
-tell "systemd misbehaved" from "the test could not be set up".
+tell "systemd misbehaved" from "the test could not be set up". What each kind of step
+does is its record's handler in `harness.scenario.steps`; this module runs them in order.
 """
 
 from __future__ import annotations
 
-import posixpath
 import shlex
 import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from harness.errors import AssertionFailed, ConfigError, ConfigErrors, HarnessError
-from harness.scenario.expectations import (
-    CommandOutput,
-    Evidence,
-    Failure,
-    Run,
-    check_command,
-    check_state,
-    format_command,
-)
+from harness.scenario.expectations import CommandOutput, Run, format_command
 from harness.scenario.model import (
-    SWITCH_USR_SLOT,
-    ChannelStep,
-    CommandStep,
     Expectation,
-    ExpectStep,
     InstallStep,
-    MkdirStep,
     NoVersionMatch,
-    OsUpdateStep,
-    RebootStep,
-    RemoveStep,
     Scenario,
     Step,
-    SymlinkStep,
     TargetLike,
-    TrustCertificateStep,
 )
+from harness.scenario.steps import STEP_KINDS, Channel, Machine, RunnerTarget
 
 if TYPE_CHECKING:
     from harness.extensions.build import Artifact
 
-# Where `install` puts a confext when the step names no `dir:`: the persona's default
-# directory is a sysext directory, which systemd-confext never reads (it has no
-# /etc/confexts); /var/lib/confexts is searched by every confext-capable version.
-DEFAULT_CONFEXT_DIR = "/var/lib/confexts"
 # Written to the step log (only) after a failed expectation.
 DIAGNOSTICS_COMMAND = "systemd-sysext status; systemd-sysext list"
-
-
-class Machine(Protocol):
-    """The slice of `harness.machine` the runner uses."""
-
-    name: str
-
-    def execute(self, command: str, timeout: float = 120) -> CommandOutput: ...
-
-    def succeed(self, command: str, timeout: float = 120) -> str: ...
-
-    def copy_to(self, local: Path, remote: str) -> None: ...
-
-    def reboot(self) -> None: ...
-
-    def log(self, message: str) -> None: ...
-
-
-class Channel(Protocol):
-    """The slice of `harness.sysupdate.channel.UpdateChannel` the runner uses."""
-
-    def guest_files(self) -> list[tuple[str, bytes]]: ...
-
-    def guest_directories(self) -> list[str]: ...
-
-    def publish(self, component: str, version: str) -> list[str]: ...
-
-    def tamper(self, component: str, version: str) -> list[str]: ...
-
-
-class RunnerTarget(TargetLike, Protocol):
-    @property
-    def default_extension_dir(self) -> str: ...
 
 
 # ------------------------------------------------------------------------ preparation
@@ -180,6 +126,8 @@ class _StepLog:
 
 
 class _Run:
+    """One run of a scenario: the `RunContext` every step handler gets."""
+
     def __init__(
         self,
         scenario: Scenario,
@@ -219,44 +167,11 @@ class _Run:
             )
 
     def run_step(self, step: Step) -> None:
-        if isinstance(step, InstallStep):
-            self.install(step)
-        elif isinstance(step, SymlinkStep):
-            path = shlex.quote(step.path)
-            parent = shlex.quote(posixpath.dirname(step.path) or "/")
-            self.setup(
-                step,
-                f"mkdir -p {parent} && rm -rf {path} && ln -s {shlex.quote(step.to)} {path}",
-            )
-        elif isinstance(step, RemoveStep):
-            self.setup(step, f"rm -rf {shlex.quote(step.path)}")
-        elif isinstance(step, MkdirStep):
-            self.setup(step, f"mkdir -p {shlex.quote(step.path)}")
-        elif isinstance(step, RebootStep):
-            self.log.write("(reboot)")
-            self.machine.reboot()
-        elif isinstance(step, OsUpdateStep):
-            self.os_update(step)
-        elif isinstance(step, ChannelStep):
-            self.change_channel(step)
-        elif isinstance(step, TrustCertificateStep):
-            self.trust_certificate(step)
-        elif isinstance(step, CommandStep):
-            command = step.command
-            result = self.guest(command, step.timeout)
-            expect = self.resolved.get(step.index)
-            failures = check_command(expect, result)
-            if expect is not None:
-                failures += check_state(expect, self.probe(step))
-            if failures:
-                raise AssertionFailed(_message(step, failures, Evidence.of(command, result)))
-        elif isinstance(step, ExpectStep):
-            expect = self.resolved[step.index]
-            failures = check_state(expect, self.probe(step))
-            if failures:
-                raise AssertionFailed(_message(step, failures, None))
-        else:  # pragma: no cover - the loader only builds the types above
+        """Hand the step to its kind's handler (harness.scenario.steps)."""
+        kind = STEP_KINDS.get(step.action)
+        if kind is None:  # pragma: no cover - the loader only builds registered kinds
             raise HarnessError(f"{step.label}: unsupported step type {type(step).__name__}")
+        kind.run(self, step)
 
     def probe(self, step: Step) -> Run:
         """The command runner state checks use: same timeout, same log."""
@@ -273,36 +188,6 @@ class _Run:
             self.guest(DIAGNOSTICS_COMMAND, 30)
         except Exception as exc:  # the machine may be gone; the failure matters more
             self.log.write(f"(diagnostics failed: {type(exc).__name__}: {exc})")
-
-    def os_update(self, step: OsUpdateStep) -> None:
-        """Switch the /usr slot, reboot, and make sure the guest came up on that slot: a
-        scenario that silently stayed on the old OS would test nothing."""
-        self.machine.log(f"{step.action}: switching /usr to slot {step.slot}, then reboot")
-        self.setup(step, step.command)
-        self.log.write(f"(reboot into /usr slot {step.slot})")
-        self.machine.reboot()
-        check = f"{SWITCH_USR_SLOT} --current"
-        result = self.guest(check, step.timeout)
-        if result.exit_code != 0 or result.stdout.strip() != step.slot:
-            raise HarnessError(
-                f"{step.label}: {self.target.name} did not come up on /usr slot {step.slot}\n"
-                + format_command(check, result.exit_code, result.stdout, result.stderr)
-            )
-        self.machine.log(f"{step.action}: running /usr slot {step.slot}")
-
-    def change_channel(self, step: ChannelStep) -> None:
-        if self.channel is None:  # pragma: no cover - the loader requires update_channel
-            raise HarnessError(f"{step.label}: the scenario has no update channel")
-        if step.verb == "publish":
-            files = self.channel.publish(step.component, step.version)
-        else:
-            files = self.channel.tamper(step.component, step.version)
-        self.log.write(f"(channel: {step.verb} {', '.join(files)})")
-
-    def trust_certificate(self, step: TrustCertificateStep) -> None:
-        if self.certificate is None:
-            raise HarnessError(f"{step.label}: this run has no verity signing certificate")
-        self.copy_bytes(self.certificate(), step.path)
 
     def copy_bytes(self, content: bytes, remote: str) -> None:
         """Put `content` at `remote` (mode 0644), logging the copy."""
@@ -324,36 +209,6 @@ class _Run:
             self.log.write(f"(copy {remote})\n" + (
                 content.decode() if remote.endswith((".transfer", ".conf")) else ""))
             self.copy_bytes(content, remote)
-
-    def install(self, step: InstallStep) -> None:
-        artifact = self.artifacts[step.extension]
-        spec = self.scenario.extensions.get(step.extension)
-        default_dir = self.target.default_extension_dir
-        if spec is not None and getattr(spec, "type", "sysext") == "confext":
-            default_dir = DEFAULT_CONFEXT_DIR
-        dest = step.destination(default_dir, artifact.filename)
-        # Replace whatever is there: copying a directory onto an existing one would mix trees.
-        self.setup(step, f"rm -rf {shlex.quote(dest)}")
-        self.log.write(f"(copy {artifact.format} {artifact.path} -> {dest})")
-        self.machine.copy_to(Path(artifact.path), dest)
-
-
-def _message(step: Step, failures: list[Failure], command: Evidence | None) -> str:
-    """`step 4 (merge): expected exit 1, got 0` plus the command and its output."""
-    if len(failures) == 1:
-        lines = [f"{step.label}: {failures[0].message}"]
-    else:
-        lines = [f"{step.label}: {len(failures)} expectations failed"]
-        lines += [f"  - {f.message}" for f in failures]
-    if command is not None:
-        lines.append(command.render())
-    shown: set[Evidence] = set()
-    for failure in failures:
-        for ev in failure.evidence:
-            if ev not in shown:
-                shown.add(ev)
-                lines.append(ev.render())
-    return "\n".join(lines)
 
 
 def run_scenario(
