@@ -248,10 +248,10 @@ def run_scenario(
                     machine.log(f"{title}: skipped, {why}")
                     continue
             log.write(f"\n== {title}")
-            machine.log(title)
             started = time.monotonic()
             try:
-                run.run_step(step)
+                with machine.nested(title):
+                    run.run_step(step)
             except AssertionFailed as exc:
                 log.write(f"-- FAILED after {time.monotonic() - started:.1f}s\n{exc}")
                 if log_path is not None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import posixpath
 import shlex
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -90,6 +91,10 @@ class Machine(Protocol):
     def reboot(self) -> None: ...
 
     def log(self, message: str) -> None: ...
+
+    def nested(self, title: str) -> AbstractContextManager[None]:
+        """A timed, indented block of the machine log."""
+        ...
 
 
 class Channel(Protocol):

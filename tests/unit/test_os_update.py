@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
 import subprocess
 import textwrap
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -392,6 +394,11 @@ class SlotMachine:
 
     def log(self, message: str) -> None:
         self.messages.append(message)
+
+    @contextlib.contextmanager
+    def nested(self, title: str) -> Iterator[None]:
+        self.log(title)
+        yield
 
 
 def _target():  # type: ignore[no-untyped-def]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -64,6 +65,11 @@ class FakeMachine:
 
     def log(self, message: str) -> None:
         self.messages.append(message)
+
+    @contextlib.contextmanager
+    def nested(self, title: str) -> Iterator[None]:
+        self.log(title)
+        yield
 
 
 def status(usr: list[str] | str = "none", opt: list[str] | str = "none") -> Result:
