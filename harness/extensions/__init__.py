@@ -1,14 +1,8 @@
 """Extension specs and the builder that turns them into sysext/confext artifacts."""
 
-from harness.extensions.build import (
-    BUILDER_VERSION,
-    Artifact,
-    artifact_filename,
-    build_extension,
-    default_cache_dir,
-    prebuilt_digest,
-    spec_digest,
-)
+from harness.buildcache import cache_dir as default_cache_dir
+from harness.extensions.build import build_extension, prebuilt_digest
+from harness.extensions.model import Artifact
 from harness.extensions.spec import (
     DEFAULT_RELEASE,
     FORMATS,
@@ -22,6 +16,7 @@ from harness.extensions.spec import (
     render_release,
     resolve_release,
 )
+from harness.extensions.tree import BUILDER_VERSION, artifact_filename, spec_digest
 
 __all__ = [
     "BUILDER_VERSION",

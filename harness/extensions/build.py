@@ -8,111 +8,29 @@ place, so an interrupted build never leaves a half-written artifact behind.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import hashlib
-import json
 import logging
 import os
-import posixpath
 import re
 import shutil
-import sys
 import tempfile
-import time
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 
+from harness.buildcache import TMP_PREFIX, clean_stale_tmp, rename_into_place, rmtree
 from harness.errors import HarnessError
+from harness.extensions.ddi import build_ddi
+from harness.extensions.model import Artifact
 from harness.extensions.signing import VerityKeys
-from harness.extensions.spec import (
-    RELAXED_XATTR,
-    ExtensionSpec,
-    FileEntry,
-    render_release,
-    resolve_release,
-)
+from harness.extensions.spec import ExtensionSpec, resolve_release
+from harness.extensions.tamper import tamper_artifact
+from harness.extensions.tree import artifact_filename, spec_digest, tree_entries, write_tree
 from harness.run import run
 
 log = logging.getLogger(__name__)
-
-#: Bump when the builder's output for the same spec changes, to invalidate caches.
-BUILDER_VERSION = 1
-
-_TMP_PREFIX = ".tmp-"
-_STALE_TMP_SECONDS = 6 * 3600
-
-
-@dataclass(frozen=True)
-class Artifact:
-    """A built (or user-supplied) extension, ready to be copied into a target."""
-
-    name: str
-    path: Path
-    format: str
-    digest: str
-
-    @property
-    def filename(self) -> str:
-        return self.path.name
-
-
-def default_cache_dir() -> Path:
-    """$SYSEXT_HARNESS_CACHE, else $XDG_CACHE_HOME/sysext-harness, else ~/.cache/sysext-harness."""
-    env = os.environ.get("SYSEXT_HARNESS_CACHE")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    if xdg:
-        return Path(xdg) / "sysext-harness"
-    return Path.home() / ".cache" / "sysext-harness"
-
-
-def artifact_filename(spec: ExtensionSpec) -> str:
-    """``<name>.raw`` for images, ``<name>`` for directories (systemd derives the name)."""
-    return spec.name if spec.format == "directory" else f"{spec.name}.raw"
-
-
-def tree_entries(spec: ExtensionSpec, release: Mapping[str, str] | None) -> list[FileEntry]:
-    """Everything that goes into the tree: files, unit files and the release file."""
-    entries = list(spec.files)
-    for name, text in spec.units:
-        entries.append(FileEntry(path=f"{spec.unit_dir}/{name}", content=text, mode=0o644))
-    if release is not None:
-        entries.append(
-            FileEntry(path=spec.release_path, content=render_release(release), mode=0o644)
-        )
-    return entries
-
-
-def spec_digest(spec: ExtensionSpec, release: Mapping[str, str] | None) -> str:
-    """sha256 over a canonical JSON of everything that shapes the output."""
-    doc = {
-        "builder": BUILDER_VERSION,
-        "name": spec.name,
-        "type": spec.type,
-        "format": spec.format,
-        "release": dict(release) if release is not None else None,
-        "release_order": list(release) if release is not None else None,
-        "release_name": spec.release_name,
-        "relaxed_release_name": spec.relaxed_release_name,
-        "files": [
-            {
-                "path": f.path,
-                "content": f.content,
-                "symlink": f.symlink,
-                "directory": f.directory,
-                "mode": f.effective_mode,
-            }
-            for f in spec.files
-        ],
-        "units": [[n, t] for n, t in spec.units],
-    }
-    blob = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
 def prebuilt_digest(path: Path) -> str:
@@ -135,7 +53,7 @@ def prebuilt_digest(path: Path) -> str:
             elif p.is_file():
                 h.update(b"F")
                 with p.open("rb") as fh:
-                    for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                    while chunk := fh.read(1 << 20):
                         h.update(chunk)
                 h.update(b"\0")
     return h.hexdigest()
@@ -200,80 +118,6 @@ def _mkfs_erofs(tree: Path, out: Path, digest: str) -> None:
     run(argv)
 
 
-# --------------------------------------------------------------------------- tree
-
-
-def _write_tree(root: Path, entries: list[FileEntry], spec: ExtensionSpec) -> None:
-    """Create files, symlinks and directories; modes are applied last, deepest first,
-    so a read-only directory mode cannot block writing its children."""
-    root.mkdir(mode=0o755)
-    dir_modes: dict[Path, int] = {root: 0o755}
-    file_modes: list[tuple[Path, int]] = []
-
-    def ensure_dir(path: Path) -> None:
-        missing = []
-        while path != root and not path.exists():
-            missing.append(path)
-            path = path.parent
-        for d in reversed(missing):
-            d.mkdir()
-            dir_modes.setdefault(d, 0o755)
-
-    for e in entries:
-        target = root / e.path.lstrip("/")
-        ensure_dir(target.parent)
-        if e.directory:
-            ensure_dir(target)
-            dir_modes[target] = e.effective_mode or 0o755
-        elif e.symlink is not None:
-            os.symlink(e.symlink, target)
-        else:
-            target.write_bytes((e.content or "").encode("utf-8"))
-            file_modes.append((target, e.effective_mode or 0o644))
-
-    for path, mode in file_modes:
-        os.chmod(path, mode)
-    if spec.relaxed_release_name and spec.release is not None:
-        release_file = root / spec.release_path.lstrip("/")
-        try:
-            os.setxattr(release_file, RELAXED_XATTR, b"0")
-        except OSError as exc:
-            raise HarnessError(
-                f"cannot set xattr {RELAXED_XATTR} on {release_file}: {exc.strerror}; "
-                "the cache directory must be on a filesystem with user xattrs (e.g. ext4)"
-            ) from exc
-    for path in sorted(dir_modes, key=lambda p: len(p.parts), reverse=True):
-        os.chmod(path, dir_modes[path])
-
-
-def _clean_stale_tmp(ext_dir: Path) -> None:
-    """Remove temp dirs of builds that were killed long ago (a live build is never this old)."""
-    now = time.time()
-    for p in ext_dir.glob(_TMP_PREFIX + "*"):
-        with contextlib.suppress(OSError):
-            if now - p.lstat().st_mtime > _STALE_TMP_SECONDS:
-                _rmtree(p)
-
-
-def _rmtree(path: Path) -> None:
-    """rmtree that also copes with read-only directories the spec asked for."""
-
-    def fix_and_retry(func: Callable[..., object], p: str, _exc: object) -> None:
-        with contextlib.suppress(OSError):
-            os.chmod(posixpath.dirname(p), 0o755)
-        with contextlib.suppress(OSError):
-            if not os.path.islink(p):
-                os.chmod(p, 0o755)
-        func(p)
-
-    if not (path.exists() or path.is_symlink()):
-        return
-    if sys.version_info >= (3, 12):
-        shutil.rmtree(path, onexc=fix_and_retry)
-    else:
-        shutil.rmtree(path, onerror=fix_and_retry)
-
-
 # --------------------------------------------------------------------------- public API
 
 
@@ -303,16 +147,12 @@ def build_extension(
         )
 
     if spec.tamper is not None:
-        from harness.extensions.tamper import tamper_artifact
-
         clean = build_extension(dataclasses.replace(spec, tamper=None), host_os_release,
                                 architecture=architecture, cache_dir=cache_dir,
                                 target_label=target_label, keys=keys)
         return tamper_artifact(clean, spec, cache_dir)
 
     if spec.ddi is not None:
-        from harness.extensions.ddi import build_ddi
-
         key_pair = keys.for_ddi(spec.ddi) if keys is not None else None
         mode = "signed" if spec.ddi in ("signed", "untrusted") else spec.ddi
         if mode == "signed" and key_pair is None:
@@ -341,32 +181,26 @@ def build_extension(
         _require_tool("mkfs.erofs")
 
     ext_dir.mkdir(parents=True, exist_ok=True)
-    _clean_stale_tmp(ext_dir)
-    tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=ext_dir))
+    clean_stale_tmp(ext_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=ext_dir))
     log.info("extension %s: building %s (%s)", spec.name, spec.format, digest[:12])
     try:
         entries = tree_entries(spec, release)
         if spec.format == "directory":
-            _write_tree(tmp / filename, entries, spec)
+            write_tree(tmp / filename, entries, spec)
         else:
             tree = tmp / "tree"
-            _write_tree(tree, entries, spec)
+            write_tree(tree, entries, spec)
             if spec.format == "squashfs":
                 _mksquashfs(tree, tmp / filename)
             elif spec.format == "erofs":
                 _mkfs_erofs(tree, tmp / filename, digest)
             else:  # pragma: no cover - parse_extension_spec rejects other formats
                 raise HarnessError(f"unknown extension format {spec.format!r}")
-            _rmtree(tree)
+            rmtree(tree)
         os.chmod(tmp, 0o755)
-        try:
-            os.rename(tmp, final_dir)
-        except OSError:
-            # Another process finished the same build first; its result is identical.
-            if not final.exists():
-                raise
-            _rmtree(tmp)
+        rename_into_place(tmp, final_dir, done=final)
     except BaseException:
-        _rmtree(tmp)
+        rmtree(tmp)
         raise
     return Artifact(name=spec.name, path=final, format=spec.format, digest=digest)

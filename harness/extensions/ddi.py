@@ -33,19 +33,23 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import ConfigError, HarnessError
-from harness.extensions.build import (
-    Artifact,
-    _clean_stale_tmp,
-    _rmtree,
-    _write_tree,
-    artifact_filename,
-    spec_digest,
-    tree_entries,
+from harness.buildcache import (
+    TMP_PREFIX,
+    build_lock,
+    clean_stale_tmp,
+    debian_mirror,
+    mmdebstrap,
+    remove_stale_versions,
+    rename_into_place,
+    require_root,
+    rmtree,
 )
+from harness.buildcache import cache_dir as default_cache_dir  # build_ddi's cache_dir= wins
+from harness.errors import ConfigError, HarnessError
+from harness.extensions.model import DdiArtifact
 from harness.extensions.signing import VerityKeyPair, write_pem_copies
 from harness.extensions.spec import ExtensionSpec, resolve_release
-from harness.paths import cache_dir as default_cache_dir
+from harness.extensions.tree import artifact_filename, spec_digest, tree_entries, write_tree
 from harness.run import run
 
 log = logging.getLogger(__name__)
@@ -104,17 +108,6 @@ def _stderr(message: str) -> None:
 
 
 @dataclass(frozen=True)
-class DdiArtifact(Artifact):
-    """A built DDI: `path` is ``<name>.raw``; the rest says what is in it."""
-
-    mode: str  # one of DDI_MODES
-    partition: str  # "root" or "usr"
-    architecture: str
-    root_hash: str | None  # dm-verity root hash (hex), None for "plain"
-    certificate_fingerprint: str | None  # sha256 of the signing certificate, if signed
-
-
-@dataclass(frozen=True)
 class GptPartition:
     """One GPT entry, read straight from the image (no host tools)."""
 
@@ -166,47 +159,35 @@ def ensure_toolbox(progress: Progress = _stderr) -> Path:
     already holds that lock (a target image build placing a DDI) must call this first,
     unless the lock is re-entrant: a second flock() in the same process would wait forever.
     """
-    from harness.targets.build import _build_lock, _check_root, _versions_of, debian_mirror
-
     dest = toolbox_path()
     if (dest / ".complete").exists():
         return dest
-    _check_root()
-    with _build_lock():
+    require_root("building the DDI toolbox")
+    with build_lock():
         if (dest / ".complete").exists():
             return dest
         parent = dest.parent
         parent.mkdir(parents=True, exist_ok=True)
         tmp = parent / f".{TOOLBOX_SUITE}-building"
-        _rmtree(tmp)
+        rmtree(tmp)
         mirror = debian_mirror()
         progress(f"bootstrapping the DDI toolbox (Debian {TOOLBOX_SUITE}: "
                  f"{', '.join(TOOLBOX_PACKAGES)}) from {mirror} ...")
         started = time.monotonic()
-        argv = ["mmdebstrap", "--variant=essential", "--mode=root", "--format=directory",
-                '--aptopt=Acquire::Check-Valid-Until "false"',
-                *(f"--dpkgopt=path-exclude={glob}" for glob in _TOOLBOX_DPKG_EXCLUDES),
-                "--include=" + ",".join(TOOLBOX_PACKAGES), TOOLBOX_SUITE, tmp,
-                f"deb {mirror} {TOOLBOX_SUITE} main"]
         log_path = parent / f"{TOOLBOX_SUITE}.build.log"
-        proc = run(argv, check=False, timeout=1800)
-        log_path.write_bytes((proc.stdout or b"") + (proc.stderr or b""))
-        if proc.returncode != 0:
-            _rmtree(tmp)
-            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-25:])
-            raise HarnessError(f"mmdebstrap failed for the DDI toolbox (log: {log_path}):\n"
-                               f"{tail}")
+        mmdebstrap("the DDI toolbox", tmp, suites=[TOOLBOX_SUITE], packages=TOOLBOX_PACKAGES,
+                   variant="essential", mode="root", format="directory",
+                   dpkg_excludes=_TOOLBOX_DPKG_EXCLUDES, log_path=log_path, mirror=mirror)
         try:
             if not (tmp / "usr/bin/systemd-repart").exists():
                 raise HarnessError(f"the DDI toolbox has no systemd-repart (log: {log_path})")
             (tmp / _WORK_PARENT).mkdir(parents=True, exist_ok=True)
             (tmp / ".complete").write_text(toolbox_digest() + "\n")
         except BaseException:
-            _rmtree(tmp)
+            rmtree(tmp)
             raise
-        for stale in _versions_of(parent, TOOLBOX_SUITE, ""):
-            _rmtree(stale)
-        tmp.rename(dest)
+        remove_stale_versions(parent, TOOLBOX_SUITE)
+        rename_into_place(tmp, dest)
         progress(f"DDI toolbox ready in {time.monotonic() - started:.1f} s: {dest}")
     return dest
 
@@ -414,18 +395,18 @@ def build_ddi(
 
     toolbox = ensure_toolbox(progress)
     ext_dir.mkdir(parents=True, exist_ok=True)
-    _clean_stale_tmp(ext_dir)
+    clean_stale_tmp(ext_dir)
     work_parent = toolbox / _WORK_PARENT
     work_parent.mkdir(parents=True, exist_ok=True)
-    _clean_stale_tmp(work_parent)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=ext_dir))
-    work = Path(tempfile.mkdtemp(prefix=".tmp-", dir=work_parent))
+    clean_stale_tmp(work_parent)
+    tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=ext_dir))
+    work = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=work_parent))
     inside = "/" + work.relative_to(toolbox).as_posix()
     log.info("ddi %s: building %s %s/%s (%s)", spec.name, mode, partition, spec.format,
              digest[:12])
     started = time.monotonic()
     try:
-        _write_tree(work / "tree", tree_entries(spec, release), spec)
+        write_tree(work / "tree", tree_entries(spec, release), spec)
         if partition == "usr" and not (work / "tree/usr").is_dir():
             raise ConfigError("a usr partition needs files below /usr", file=spec.source,
                               key="partition", value=partition, allowed="root")
@@ -465,18 +446,12 @@ def build_ddi(
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         os.chmod(tmp, 0o755)
-        try:
-            os.rename(tmp, final_dir)
-        except OSError:
-            # Another process finished the same build first; use its result.
-            if not (final_dir / MANIFEST).exists():
-                raise
-            _rmtree(tmp)
+        rename_into_place(tmp, final_dir, done=final_dir / MANIFEST)
     except BaseException:
-        _rmtree(tmp)
+        rmtree(tmp)
         raise
     finally:
-        _rmtree(work)  # also removes the PEM copy of the private key
+        rmtree(work)  # also removes the PEM copy of the private key
     return _artifact_from(final_dir, spec.name, filename, digest)
 
 

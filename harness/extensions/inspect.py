@@ -190,7 +190,7 @@ def _from_erofs(path: Path, fs: Path, prefix: str = "", **ddi: object) -> ImageI
     with tempfile.TemporaryDirectory(prefix="sysext-harness-inspect-") as tmp:
         tree = Path(tmp) / "tree"
         run(["fsck.erofs", f"--extract={tree}", fs], timeout=300)
-        return _from_tree(path, tree, "ddi" if ddi else "erofs", prefix, **ddi)
+        return _from_tree(path, tree, "ddi" if ddi else "erofs", prefix, None, **ddi)
 
 
 def _from_ddi(path: Path) -> ImageInfo:

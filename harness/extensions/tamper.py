@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.extensions.build import Artifact
+from harness.extensions.model import Artifact
 from harness.extensions.spec import ExtensionSpec
 
 

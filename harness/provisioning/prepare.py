@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import ConfigError
-from harness.extensions.build import Artifact
+from harness.extensions.model import Artifact
 from harness.provisioning.http import ArtifactServer
 from harness.scenario.provisioning import Provisioning, fill, placeholders
 from harness.targets.boot import Drive

@@ -15,7 +15,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from harness.errors import ConfigError, HarnessError
-from harness.extensions.build import Artifact, prebuilt_digest
+from harness.extensions.build import prebuilt_digest
+from harness.extensions.model import Artifact
 from harness.extensions.spec import ExtensionSpec, FileEntry
 from harness.sysupdate.model import HOST_ARCH, OS_SLOT_WORDS, ChannelSpec, Component
 from harness.sysupdate.signing import SigningKey

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 
-from harness.targets.build import TargetImage, ensure_target_image
+from harness.targets.build import ensure_target_image
 from harness.targets.initramfs import FAILED_MARKER as INITRAMFS_FAILED
-from harness.targets.model import Target
+from harness.targets.model import Target, TargetImage
 
 FIRMWARES: tuple[str, ...] = ("bios", "uefi")
 

@@ -12,27 +12,33 @@ straight into an image.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 from harness import versions
+from harness.buildcache import (
+    build_lock,
+    cache_dir,
+    debian_mirror,
+    mmdebstrap,
+    remove_stale_versions,
+    rename_into_place,
+    require_root,
+    versions_of,
+)
 from harness.errors import HarnessError
-from harness.paths import cache_dir, images_dir
+from harness.paths import images_dir
 from harness.run import run
 from harness.targets import inuse
 from harness.targets.initramfs import build_initramfs, initramfs_digest
-from harness.targets.model import USR_SLOTS, BaseRecipe, Persona, Target
+from harness.targets.model import USR_SLOTS, BaseRecipe, Persona, Target, TargetImage, usr_slots
 
 # Bump when the way images are assembled changes, so caches rebuild.
 BUILDER_VERSION = "7"
@@ -43,7 +49,6 @@ ROOT_IMAGE_SIZE = "2G"
 # by udev later in the boot raced with first-boot Ignition bringing the link up by hand.
 KERNEL_CMDLINE = ("root=LABEL=REFOS-ROOT rw console=ttyS0,115200n8 panic=-1 mitigations=off "
                   "quiet net.ifnames=0")
-DEFAULT_MIRROR = "http://deb.debian.org/debian"
 # Timers and services that only cost boot time in a short-lived test VM.
 MASKED_UNITS = (
     "apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_all.timer", "e2scrub_reap.service",
@@ -67,41 +72,11 @@ ENABLED_UNITS = ("systemd-networkd.service", "systemd-sysext.service")
 OPTIONAL_UNITS = ("systemd-confext.service",)  # 254 and later
 
 Progress = Callable[[str], None]
+_BUILDING = "building reference images"
 
 
 def _stderr(message: str) -> None:
     print(f"[images] {message}", file=sys.stderr, flush=True)
-
-
-@dataclass(frozen=True)
-class TargetImage:
-    """A built target: what the machine layer needs to boot it."""
-
-    target: Target
-    directory: Path
-    root: Path
-    usr_a: Path
-    usr_b: Path  # slot B: the OS after an update (`switch-usr-slot B` + reboot)
-    kernel: Path
-    initrd: Path
-    cmdline: str
-    digest: str
-
-
-@dataclass(frozen=True)
-class UsrSlot:
-    """One /usr image: slot A is the OS as first booted, slot B the OS after an update."""
-
-    slot: str  # "A" or "B"
-    label: str  # file system label, what /etc/fstab mounts: "USR-A"
-    filename: str  # "usr-a.img"
-    os_release: dict[str, str]  # its /usr/lib/os-release
-
-
-def usr_slots(target: Target) -> tuple[UsrSlot, ...]:
-    """The /usr images of `target`, slot A first."""
-    return tuple(UsrSlot(slot=slot, label=f"USR-{slot}", filename=f"usr-{slot.lower()}.img",
-                         os_release=target.slot_os_release(slot)) for slot in USR_SLOTS)
 
 
 def _overlay_files(root: Path) -> list[Path]:
@@ -144,55 +119,6 @@ def target_digest(target: Target) -> str:
     h.update(f"{USR_IMAGE_SIZE} {ROOT_IMAGE_SIZE}".encode())
     h.update(initramfs_digest().encode())
     return h.hexdigest()
-
-
-def debian_mirror() -> str:
-    """The Debian mirror the host's apt uses, so image builds go where apt already goes."""
-    env = os.environ.get("SYSEXT_HARNESS_MIRROR")
-    if env:
-        return env
-    candidates: list[str] = []
-    sources = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
-    for path in sources:
-        try:
-            text = path.read_text()
-        except OSError:
-            continue
-        candidates += re.findall(r"^URIs:\s*(\S+)", text, re.M)
-        candidates += re.findall(r"^deb\s+(?:\[[^\]]*\]\s+)?(\S+)", text, re.M)
-    for uri in candidates:
-        if uri.rstrip("/").endswith("/debian"):
-            return uri.rstrip("/")
-    return DEFAULT_MIRROR
-
-
-_lock_held = threading.local()
-
-
-@contextlib.contextmanager
-def _build_lock() -> Iterator[None]:
-    """One build at a time per cache, also across concurrent harness processes. Re-entrant
-    in a thread, so a build under the lock may build what it needs (a DDI's toolbox)."""
-    if getattr(_lock_held, "depth", 0):
-        _lock_held.depth += 1
-        try:
-            yield
-        finally:
-            _lock_held.depth -= 1
-        return
-    cache_dir().mkdir(parents=True, exist_ok=True)
-    with open(cache_dir() / ".build.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        _lock_held.depth = 1
-        try:
-            yield
-        finally:
-            _lock_held.depth = 0
-
-
-def _check_root() -> None:
-    if os.geteuid() != 0:
-        raise HarnessError("building reference images needs root (mmdebstrap, file ownership)")
 
 
 def _customize_root(tree: Path) -> None:
@@ -248,12 +174,6 @@ def _start_sshd_early(tree: Path) -> None:
     (tree / "etc/systemd/system/ssh.service").write_text("\n".join(lines) + "\n")
 
 
-def _versions_of(directory: Path, name: str, suffix: str) -> list[Path]:
-    """Cached builds of `name` (`<name>-<16 hex><suffix>`), not of names it prefixes."""
-    pattern = re.compile(rf"{re.escape(name)}-[0-9a-f]{{16}}{re.escape(suffix)}")
-    return [p for p in directory.iterdir() if pattern.fullmatch(p.name)]
-
-
 def _debootstrap_tarball(base: BaseRecipe, progress: Progress) -> Path:
     """The plain mmdebstrap output as a tarball, cached by suites and packages only, so an
     overlay or persona change costs seconds, not a new bootstrap."""
@@ -266,21 +186,11 @@ def _debootstrap_tarball(base: BaseRecipe, progress: Progress) -> Path:
     progress(f"bootstrapping Debian {base.suite} (systemd {base.systemd_version}) "
              f"with mmdebstrap from {mirror} ...")
     started = time.monotonic()
-    sources = [f"deb {mirror} {suite} main" for suite in (base.suite, *base.extra_suites)]
-    # Mirrors may be snapshots whose Release files have expired (as sid's do here).
-    argv = ["mmdebstrap", "--variant=apt", '--aptopt=Acquire::Check-Valid-Until "false"',
-            "--include=" + ",".join(base.packages), base.suite]
     tmp = roots / f".{base.name}-bootstrap.tar"
-    log_path = roots / f"{base.name}.build.log"
-    proc = run([*argv, tmp, *sources], check=False, timeout=1800)
-    log_path.write_bytes((proc.stdout or b"") + (proc.stderr or b""))
-    if proc.returncode != 0:
-        tmp.unlink(missing_ok=True)
-        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-25:])
-        raise HarnessError(f"mmdebstrap failed for {base.name} (log: {log_path}):\n{tail}")
-    for stale in _versions_of(roots, base.name, ".tar"):
-        stale.unlink()
-    tmp.rename(tarball)
+    mmdebstrap(base.name, tmp, suites=[base.suite, *base.extra_suites], packages=base.packages,
+               variant="apt", log_path=roots / f"{base.name}.build.log", mirror=mirror)
+    remove_stale_versions(roots, base.name, ".tar")
+    rename_into_place(tmp, tarball)
     progress(f"bootstrap {base.name} done in {time.monotonic() - started:.1f} s")
     return tarball
 
@@ -292,8 +202,8 @@ def ensure_base_root(base: BaseRecipe, progress: Progress = _stderr) -> Path:
     dest = roots / f"{base.name}-{digest[:16]}"
     if (dest / ".complete").exists():
         return dest
-    _check_root()
-    with _build_lock():
+    require_root(_BUILDING)
+    with build_lock():
         if (dest / ".complete").exists():
             return dest
         started = time.monotonic()
@@ -304,9 +214,8 @@ def ensure_base_root(base: BaseRecipe, progress: Progress = _stderr) -> Path:
         run(["tar", "-xpf", tarball, "-C", tmp, "--numeric-owner"])
         _customize_root(tmp)
         (tmp / ".complete").write_text(digest + "\n")
-        for stale in _versions_of(roots, base.name, ""):
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp.rename(dest)
+        remove_stale_versions(roots, base.name)
+        rename_into_place(tmp, dest)
         progress(f"root {base.name} ready in {time.monotonic() - started:.1f} s")
     return dest
 
@@ -418,8 +327,8 @@ def ensure_target_image(target: Target, progress: Progress = _stderr) -> TargetI
     dest = cache_dir() / "images" / f"{target.name}-{digest[:16]}"
     if not inuse.hold(dest):  # held (not removed by other runs' builds) until exit
         tree = ensure_base_root(target.base, progress)
-        _check_root()
-        with _build_lock():  # image directories are only removed under this lock
+        require_root(_BUILDING)
+        with build_lock():  # image directories are only removed under this lock
             if not (dest / "manifest.json").exists():
                 _build_target_image(target, tree, dest, digest, progress)
             if not inuse.hold(dest):
@@ -494,8 +403,8 @@ def _build_target_image(target: Target, tree: Path, dest: Path, digest: str,
         "build_seconds": round(time.monotonic() - started, 2),
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    for stale in _versions_of(dest.parent, target.name, ""):
+    for stale in versions_of(dest.parent, target.name):
         if not inuse.remove_unless_used(stale):
             progress(f"keeping {stale.name}: another harness run still uses it")
-    tmp.rename(dest)
+    rename_into_place(tmp, dest)
     progress(f"{target.name} ready in {time.monotonic() - started:.1f} s")

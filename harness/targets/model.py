@@ -1,8 +1,9 @@
-"""Typed description of a target: which base image, which persona, which systemd."""
+"""Typed description of a target (base image, persona, systemd) and of its built images."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 # The two /usr slots of an image (file system labels USR-A and USR-B), as on Flatcar.
 USR_SLOTS: tuple[str, ...] = ("A", "B")
@@ -92,3 +93,34 @@ class Target:
     @property
     def default_extension_dir(self) -> str:
         return self.persona.extension_dir
+
+
+@dataclass(frozen=True)
+class UsrSlot:
+    """One /usr image: slot A is the OS as first booted, slot B the OS after an update."""
+
+    slot: str  # "A" or "B"
+    label: str  # file system label, what /etc/fstab mounts: "USR-A"
+    filename: str  # "usr-a.img"
+    os_release: dict[str, str]  # its /usr/lib/os-release
+
+
+def usr_slots(target: Target) -> tuple[UsrSlot, ...]:
+    """The /usr images of `target`, slot A first."""
+    return tuple(UsrSlot(slot=slot, label=f"USR-{slot}", filename=f"usr-{slot.lower()}.img",
+                         os_release=target.slot_os_release(slot)) for slot in USR_SLOTS)
+
+
+@dataclass(frozen=True)
+class TargetImage:
+    """A built target: what the machine layer needs to boot it."""
+
+    target: Target
+    directory: Path
+    root: Path
+    usr_a: Path
+    usr_b: Path  # slot B: the OS after an update (`switch-usr-slot B` + reboot)
+    kernel: Path
+    initrd: Path
+    cmdline: str
+    digest: str

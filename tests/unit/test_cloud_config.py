@@ -632,3 +632,37 @@ def test_kairos_link_extensions(tmp_path: Path) -> None:
 
     proc = run("--mark-boot-state", "--state", "recovery")
     assert proc.returncode == 0 and (tmp_path / "run/cos/recovery_mode").exists()
+
+
+# --- one schema on both sides -----------------------------------------------------------------
+
+def _applier_module() -> object:
+    import importlib.machinery
+    import importlib.util
+    loader = importlib.machinery.SourceFileLoader("cloud_config_apply", str(APPLY))
+    spec = importlib.util.spec_from_loader("cloud_config_apply", loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(("host_name", "guest_name"), [
+    ("STEP_KEYS", "STEP_KEYS"), ("IGNORED_STEP_KEYS", "IGNORED_STEP_KEYS"),
+    ("CONDITION_KEYS", "CONDITION_KEYS"), ("FILE_KEYS", "FILE_KEYS"),
+    ("DIRECTORY_KEYS", "DIR_KEYS"), ("DOWNLOAD_KEYS", "DOWNLOAD_KEYS"),
+    ("USER_KEYS", "USER_KEYS"), ("SYSTEMCTL_KEYS", "SYSTEMCTL_KEYS"),
+])
+def test_host_checks_and_guest_applier_accept_the_same_keys(host_name: str,
+                                                            guest_name: str) -> None:
+    """The host refuses what the guest cannot apply and the other way round: a key added on
+    one side only fails here, before a scenario finds out in a VM."""
+    import harness.config.cloudconfig as host
+    guest = _applier_module()
+    assert set(getattr(host, host_name)) == set(getattr(guest, guest_name))
+
+
+def test_host_and_guest_run_the_same_stages() -> None:
+    import harness.config.cloudconfig as host
+    guest = _applier_module()
+    assert tuple(host.STAGES) == tuple(guest.ALL_STAGES)  # type: ignore[attr-defined]

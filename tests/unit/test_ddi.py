@@ -33,7 +33,6 @@ from harness.extensions import (
 )
 from harness.extensions.ddi import (
     _WORK_PARENT,
-    DdiArtifact,
     build_ddi,
     ensure_toolbox,
     read_gpt,
@@ -41,6 +40,7 @@ from harness.extensions.ddi import (
     signature_object,
 )
 from harness.extensions.inspect import inspect_image
+from harness.extensions.model import DdiArtifact
 from harness.extensions.signing import (
     CERT_ENV,
     KEY_ENV,

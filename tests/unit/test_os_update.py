@@ -19,7 +19,8 @@ import pytest
 from harness.errors import ConfigError, ConfigErrors, HarnessError
 from harness.scenario import OsUpdateStep, RebootStep, load_scenario, run_scenario
 from harness.targets import build, initramfs
-from harness.targets.build import _os_release_text, target_digest, usr_slots
+from harness.targets.build import _os_release_text, target_digest
+from harness.targets.model import usr_slots
 from harness.targets.registry import all_targets, get_target, load_persona
 
 # ------------------------------------------------------------------ personas, slot B
@@ -208,7 +209,7 @@ def test_builder_writes_each_slot_for_one_mkfs_and_restores(
         return subprocess.CompletedProcess(argv, 0, b"", b"")
 
     def fake_build_extension(spec, os_release, **kwargs):  # type: ignore[no-untyped-def]
-        from harness.extensions.build import Artifact
+        from harness.extensions.model import Artifact
 
         built_for.append(os_release["VERSION_ID"])
         path = tmp_path / "ext" / os_release["VERSION_ID"] / f"{spec.name}.raw"
@@ -267,7 +268,7 @@ def test_builder_restores_the_tree_when_mkfs_fails(
         return subprocess.CompletedProcess(argv, 0, b"", b"")
 
     def fake_build_extension(spec, os_release, **kwargs):  # type: ignore[no-untyped-def]
-        from harness.extensions.build import Artifact
+        from harness.extensions.model import Artifact
 
         path = tmp_path / "ext" / os_release["VERSION_ID"] / f"{spec.name}.raw"
         path.parent.mkdir(parents=True, exist_ok=True)

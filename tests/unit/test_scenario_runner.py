@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from harness.errors import AssertionFailed, ConfigErrors, HarnessError
-from harness.extensions.build import Artifact
+from harness.extensions.model import Artifact
 from harness.scenario import load_scenario, run_scenario
 from harness.scenario.expectations import parse_status_json
 
