@@ -26,7 +26,7 @@ from harness.report import Matrix
 from harness.scenario import Scenario, load_scenario
 from harness.scenario.applicability import applicability
 from harness.targets.model import Target
-from harness.targets.registry import select_targets
+from harness.targets.selection import select_targets
 
 if TYPE_CHECKING:
     from harness.session import HarnessSession
@@ -38,6 +38,7 @@ _NOT_APPLICABLE = pytest.StashKey[list]()
 _MATRIX = pytest.StashKey[Matrix]()
 _RUN_NAME = pytest.StashKey[str]()
 _WORKER_STATS = pytest.StashKey[list]()
+_TARGETS = pytest.StashKey[list]()
 # user_properties key that carries (scenario, target) from a worker's report to the controller
 _CELL = "sysext_harness_cell"
 
@@ -51,6 +52,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--target", action="append", default=[], metavar="PATTERN",
                     help="run on targets matching these glob patterns (repeat or "
                          "comma-separate); default: every default reference target")
+    group.addoption("--image", default=None, metavar="PATH",
+                    help="also run on this disk image (qcow2 or raw; .bz2/.xz/.gz are "
+                         "unpacked once), booted through its distribution's own "
+                         "provisioning; needs --persona")
+    group.addoption("--persona", default=None, choices=("flatcar", "fcos", "kairos"),
+                    help="the distribution of --image: its provisioning channel, user and "
+                         "extension directories")
+    group.addoption("--firmware", default="uefi", choices=("uefi", "bios"),
+                    help="firmware that boots --image (default: uefi)")
     group.addoption("--artifacts", default="artifacts", metavar="DIR",
                     help="where per-test artifacts go (default: ./artifacts)")
 
@@ -116,10 +126,22 @@ class _XdistHooks:
 
 
 def selected_targets(config: pytest.Config) -> list[Target]:
-    try:
-        return select_targets(config.getoption("--target") or None)
-    except ConfigError as exc:
-        pytest.exit(f"error: {exc}", returncode=2)
+    """The run's targets, once per process. Image targets are booted once to learn what
+    they are (cached by image digest), since applicability depends on it."""
+    if _TARGETS not in config.stash:
+        from harness.machine.probe import resolve
+
+        try:
+            targets = select_targets(config.getoption("--target") or None,
+                                     image=config.getoption("--image"),
+                                     persona=config.getoption("--persona"),
+                                     firmware=config.getoption("--firmware"))
+            config.stash[_TARGETS] = [resolve(t) for t in targets]
+        except ConfigError as exc:
+            pytest.exit(f"error: {exc}", returncode=2)
+        except HarnessError as exc:  # an image that does not boot or answer
+            pytest.exit(f"error: {exc}", returncode=1)
+    return config.stash[_TARGETS]
 
 
 def harness_session(config: pytest.Config) -> HarnessSession:
@@ -194,7 +216,8 @@ class ScenarioItem(pytest.Item):
         self.scenario = scenario
         self.target = target
         self.extra_keyword_matches.update(
-            {scenario.name, target.persona.name, f"systemd{target.systemd_version}"})
+            {scenario.name, target.persona.name, f"systemd{target.systemd_version}",
+             target.kind})
 
     def runtest(self) -> None:
         session = harness_session(self.config)

@@ -247,7 +247,8 @@ class HarnessSession:
         stage_served(provisioning, artifacts, served)
         with ArtifactServer(served) as server:
             inputs = prepare_boot(provisioning, target, artifacts, server,
-                                  self.pool.key.public_text, out)
+                                  self.pool.key.public_text, out,
+                                  user=self.pool.boot_spec(target).ssh_user)
             machine: Machine | None = None
             try:
                 machine = self.pool.boot(target, workdir,

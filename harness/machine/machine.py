@@ -97,11 +97,13 @@ class Machine:
             memory_mb=self.spec.memory_mb, cpus=self.spec.cpus, fw_cfg=fw_cfg,
         )
 
-    def boot(self, timeout: float = BOOT_TIMEOUT) -> float:
-        """Cold boot from the target's base image; returns seconds until SSH answered.
+    def boot(self, timeout: float | None = None) -> float:
+        """Cold boot from the target's base image; returns seconds until SSH answered
+        (within `timeout`, by default the boot spec's or BOOT_TIMEOUT).
 
         A cold boot starts from nothing, so when the emulator itself aborts it is tried once
         more on a fresh overlay (the guest had no part in it)."""
+        timeout = timeout or self.spec.boot_timeout or BOOT_TIMEOUT
         for attempt in range(1, COLD_BOOT_ATTEMPTS + 1):
             self.disk.unlink(missing_ok=True)
             self.backend.create_overlay(self.disk, self.spec.root.path, self.spec.root.format)
@@ -213,7 +215,8 @@ class Machine:
 
     # ----- commands --------------------------------------------------------------------
     def execute(self, command: str, timeout: float = 120.0) -> CommandResult:
-        """Run a shell command as root; never raises for a non-zero exit."""
+        """Run a shell command as root (through sudo when the target logs in as its
+        distribution's user); never raises for a non-zero exit."""
         if self.ssh is None:
             raise MachineError(f"{self.name}: not running")
         try:
@@ -290,8 +293,9 @@ class Machine:
     def boot_id(self) -> str:
         return self.succeed("cat /proc/sys/kernel/random/boot_id").strip()
 
-    def reboot(self, timeout: float = BOOT_TIMEOUT) -> None:
+    def reboot(self, timeout: float | None = None) -> None:
         """Reboot the guest and wait until it answers again with a new boot id."""
+        timeout = timeout or self.spec.boot_timeout or BOOT_TIMEOUT
         before = self.boot_id()
         self.log("reboot")
         with contextlib.suppress(MachineError):  # the connection may drop mid-command
@@ -331,7 +335,8 @@ class Machine:
             if self.ssh is None:
                 raise MachineError(f"{self.name}: not running")
             backend = tparamiko.ParamikoBackend(
-                f"paramiko://{self.spec.ssh_user}@{self.ssh.host}:{self.ssh.port}")
+                f"paramiko://{self.spec.ssh_user}@{self.ssh.host}:{self.ssh.port}",
+                sudo=self.ssh.sudo)
             backend.__dict__["client"] = self.ssh.client  # reuse our pinned connection
             self._host = testinfra.host.Host(backend)
         return self._host

@@ -65,27 +65,43 @@ class MachinePool:
         return Machine(spec, workdir, self.key, self.accel(spec), backend=self.backend,
                        logger=logger)
 
-    def snapshot(self, target: Target) -> Snapshot:
-        """The ready state of `target`, cold-booting it the first time it is asked for."""
-        if target.name in self.snapshots:
-            return self.snapshots[target.name]
-        workdir = self.run_dir / f"boot-{target.name}"
-        machine = self._machine(self.boot_spec(target), workdir, self.progress)
+    def cold_boot(self, target: Target, workdir: Path,
+                  logger: Callable[[str], None] | None = None) -> Machine:
+        """A cold-booted, settled machine of `target` with no scenario config: the harness's
+        key goes in through the boot spec (fw_cfg for reference images, a first-boot
+        config in the distribution's channel for image targets)."""
+        workdir.mkdir(parents=True, exist_ok=True)
+        spec = self.boot_spec(target).with_key(self.key.public_text, workdir)
+        machine = self._machine(spec, workdir, logger or self.progress)
         self._live.append(machine)
         try:
             seconds = machine.boot()
             self.boot_seconds[target.name] = seconds
             self.progress(f"{target.name}: SSH ready after {seconds:.1f} s cold boot")
             self._wait_until_settled(machine)
+        except BaseException:
+            self._keep_cold_boot_console(machine, target)
+            self.stop(machine)
+            raise
+        return machine
+
+    def _keep_cold_boot_console(self, machine: Machine, target: Target) -> None:
+        if self.artifacts is not None and machine.console_path.exists():
+            self.artifacts.mkdir(parents=True, exist_ok=True)
+            shutil.copy(machine.console_path,
+                        self.artifacts / f"cold-boot-{target.name}.console.log")
+
+    def snapshot(self, target: Target) -> Snapshot:
+        """The ready state of `target`, cold-booting it the first time it is asked for."""
+        if target.name in self.snapshots:
+            return self.snapshots[target.name]
+        machine = self.cold_boot(target, self.run_dir / f"boot-{target.name}")
+        try:
             started = time.monotonic()
             snap = machine.snapshot(self.run_dir / f"snapshot-{target.name}")
             self.snapshot_seconds[target.name] = time.monotonic() - started
         finally:
-            if self.artifacts is not None:
-                self.artifacts.mkdir(parents=True, exist_ok=True)
-                if machine.console_path.exists():
-                    shutil.copy(machine.console_path,
-                                self.artifacts / f"cold-boot-{target.name}.console.log")
+            self._keep_cold_boot_console(machine, target)
             machine.shutdown()
             self._live.remove(machine)
         self.snapshots[target.name] = snap

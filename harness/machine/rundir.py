@@ -33,11 +33,12 @@ def sweep_stale_runs(base: Path) -> list[Path]:
 class RunDir:
     """A per-process directory under <cache>/runs, removed by `cleanup()`."""
 
-    def __init__(self, base: Path | None = None) -> None:
+    def __init__(self, base: Path | None = None, label: str = "") -> None:
         self.base = base or cache_dir() / "runs"
         self.base.mkdir(parents=True, exist_ok=True)
         sweep_stale_runs(self.base)
-        self.path = self.base / f"{os.getpid()}-{time.strftime('%Y%m%d-%H%M%S')}"
+        name = f"{os.getpid()}-{time.strftime('%Y%m%d-%H%M%S')}"
+        self.path = self.base / (f"{name}-{label}" if label else name)
         self.path.mkdir(mode=0o700)
 
     def cleanup(self) -> None:

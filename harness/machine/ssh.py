@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import logging
+import os
 import shlex
 import tarfile
 import time
@@ -48,13 +50,20 @@ class _PinnedHostKey(paramiko.MissingHostKeyPolicy):
 
 
 class SshConnection:
-    """One authenticated SSH session to a guest, used for commands and copies."""
+    """One authenticated SSH session to a guest, used for commands and copies.
+
+    Logged in as root, commands run as they are. Logged in as a distribution's user (`core`
+    on Flatcar and Fedora CoreOS, `kairos` on Kairos, which have passwordless sudo and no
+    root login), every command and copy goes through `sudo -n`, so callers always act as
+    root and never need to know which it was.
+    """
 
     def __init__(self, client: paramiko.SSHClient, host: str, port: int, user: str) -> None:
         self.client = client
         self.host = host
         self.port = port
         self.user = user
+        self.sudo = user != "root"
 
     @classmethod
     def connect(
@@ -91,9 +100,16 @@ class SshConnection:
         key = self.client.get_transport().get_remote_server_key()  # type: ignore[union-attr]
         return f"{key.get_name()} {key.get_base64()}"
 
+    def as_root(self, command: str) -> str:
+        """`command` as the guest's root runs it (a no-op when logged in as root)."""
+        return f"sudo -n sh -c {shlex.quote(command)}" if self.sudo else command
+
     def execute(self, command: str, timeout: float = 120.0, stdin: bytes | None = None
                 ) -> CommandResult:
-        """Run `command` via the login shell; raise MachineError if it outlives `timeout`."""
+        """Run `command` as root via the login shell; raise MachineError if it outlives
+        `timeout` (the error names the command as given, without the sudo wrapper)."""
+        shown = command
+        command = self.as_root(command)
         transport = self.client.get_transport()
         if transport is None or not transport.is_active():
             raise MachineError("SSH connection is closed")
@@ -106,7 +122,7 @@ class SshConnection:
                 chan.shutdown_write()
         except (paramiko.SSHException, EOFError, OSError) as exc:
             # e.g. the guest's sshd is going down for a reboot
-            raise MachineError(f"SSH channel failed ({exc}): {command}") from exc
+            raise MachineError(f"SSH channel failed ({exc}): {shown}") from exc
         out, err = bytearray(), bytearray()
         deadline = Deadline(timeout)
         while True:
@@ -118,7 +134,7 @@ class SshConnection:
                 break
             if deadline.expired():
                 chan.close()
-                raise MachineError(f"command timed out after {timeout:.0f}s: {command}")
+                raise MachineError(f"command timed out after {timeout:.0f}s: {shown}")
             try:
                 data = chan.recv(65536)
             except TimeoutError:
@@ -126,7 +142,7 @@ class SshConnection:
             if data:
                 out += data
             elif not transport.is_active() and not chan.exit_status_ready():
-                raise MachineError(f"SSH connection lost while running: {command}")
+                raise MachineError(f"SSH connection lost while running: {shown}")
             else:
                 time.sleep(0.01)  # EOF on stdout; wait for the exit status
         status = chan.recv_exit_status()
@@ -134,14 +150,34 @@ class SshConnection:
         return CommandResult(status, out.decode(errors="replace"), err.decode(errors="replace"))
 
     def put_file(self, local: Path, remote: str) -> None:
+        """Copy one file over SFTP with its mode; as a sudo user, into a private staging
+        name in the user's home first, then moved into place and given to root."""
+        mode = local.stat().st_mode & 0o7777
+        if not self.sudo:
+            with self.client.open_sftp() as sftp:
+                sftp.put(str(local), remote)
+                sftp.chmod(remote, mode)
+            return
+        staging = f".sysext-harness-upload-{os.urandom(6).hex()}"
         with self.client.open_sftp() as sftp:
-            sftp.put(str(local), remote)
-            sftp.chmod(remote, local.stat().st_mode & 0o7777)
+            sftp.put(str(local), staging)
+            home = sftp.normalize(".")
+        src, dest = shlex.quote(f"{home}/{staging}"), shlex.quote(remote)
+        res = self.execute(f"mv -f {src} {dest} && chown 0:0 {dest} && chmod {mode:o} {dest}"
+                           f" || {{ rm -f {src}; false; }}")
+        if res.exit_code != 0:
+            raise MachineError(f"copying {local} to {remote} failed: {res.output.strip()}")
 
     def get_file(self, remote: str, local: Path) -> None:
         local.parent.mkdir(parents=True, exist_ok=True)
-        with self.client.open_sftp() as sftp:
-            sftp.get(remote, str(local))
+        if not self.sudo:
+            with self.client.open_sftp() as sftp:
+                sftp.get(remote, str(local))
+            return
+        res = self.execute(f"base64 -w0 < {shlex.quote(remote)}")
+        if res.exit_code != 0:
+            raise MachineError(f"copying {remote} from the guest failed: {res.output.strip()}")
+        local.write_bytes(base64.b64decode(res.stdout))
 
     def put_tree(self, local: Path, remote: str, timeout: float = 300.0) -> None:
         """Copy a directory with modes and symlinks kept (a tar stream into `tar -x`)."""

@@ -1,7 +1,8 @@
 """Turn a scenario's provisioning into what a cold boot needs: fw_cfg entries or a seed disk.
 
 Ignition personas: Butane is rendered to Ignition (refused, exit 2 style, if invalid), the
-harness's SSH key is added for root and nothing else, and the JSON goes to fw_cfg under the
+harness's SSH key is added for the user it logs in as (root on reference images, the
+distribution's user on image targets) and nothing else, and the JSON goes to fw_cfg under the
 persona's name. Kairos: the cloud-config gets the key and goes on a `cidata` seed ISO.
 """
 
@@ -22,7 +23,7 @@ from harness.scenario.provisioning import Provisioning, fill, placeholders
 from harness.targets.boot import Drive
 from harness.targets.model import Target
 
-SSH_USER = "root"  # the harness drives guests as root
+SSH_USER = "root"  # reference images: the harness logs in as root
 
 
 @dataclass
@@ -73,16 +74,18 @@ def placeholder_values(provisioning: Provisioning, artifacts: Mapping[str, Artif
 
 
 def prepare_boot(provisioning: Provisioning, target: Target, artifacts: Mapping[str, Artifact],
-                 server: ArtifactServer, pubkey: str, out: Path) -> BootInputs:
-    """Render and validate the config for `target`; write it to `out` for the record."""
+                 server: ArtifactServer, pubkey: str, out: Path, user: str = SSH_USER
+                 ) -> BootInputs:
+    """Render and validate the config for `target`; write it to `out` for the record.
+    `user` is who the harness logs in as: the config gives that user the key."""
     text = fill(provisioning.text, placeholder_values(provisioning, artifacts, server))
     if provisioning.kind == "ignition":
-        return _ignition(provisioning, target, text, server.directory, pubkey, out)
-    return _cloud_config(provisioning, text, pubkey, out)
+        return _ignition(provisioning, target, text, server.directory, pubkey, out, user)
+    return _cloud_config(provisioning, text, pubkey, out, user)
 
 
 def _ignition(provisioning: Provisioning, target: Target, text: str, files_dir: Path,
-              pubkey: str, out: Path) -> BootInputs:
+              pubkey: str, out: Path, user: str) -> BootInputs:
     from harness.config.butane import render_butane
     from harness.config.ignition import add_ssh_key, to_json
 
@@ -94,13 +97,14 @@ def _ignition(provisioning: Provisioning, target: Target, text: str, files_dir: 
     for warning in rendered.warnings:
         (out / "provisioning-warnings.txt").open("a").write(
             f"{warning.path}: {warning.message}\n")
-    config = add_ssh_key(rendered.ignition, SSH_USER, pubkey)
+    config = add_ssh_key(rendered.ignition, user, pubkey)
     path = out / "config.ign"
     path.write_text(to_json(config))
     return BootInputs(fw_cfg={target.persona.ignition_fw_cfg_name: path}, rendered=path)
 
 
-def _cloud_config(provisioning: Provisioning, text: str, pubkey: str, out: Path) -> BootInputs:
+def _cloud_config(provisioning: Provisioning, text: str, pubkey: str, out: Path, user: str
+                  ) -> BootInputs:
     from harness.config.cloudconfig import (
         add_ssh_key,
         make_seed_iso,
@@ -109,7 +113,7 @@ def _cloud_config(provisioning: Provisioning, text: str, pubkey: str, out: Path)
     )
 
     config = validate_cloud_config(text, source=str(provisioning.source))
-    config = add_ssh_key(config, SSH_USER, pubkey)
+    config = add_ssh_key(config, user, pubkey)
     user_data = out / "user-data"
     user_data.write_text(render_cloud_config(config))
     seed = make_seed_iso(user_data.read_text(), out / "seed.iso")

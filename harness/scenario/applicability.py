@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from harness.scenario.model import InstallStep, Scenario, Step, TargetLike
+from harness.scenario.model import InstallStep, OsUpdateStep, Scenario, Step, TargetLike
 
 
 class _Persona(Protocol):
@@ -37,6 +37,9 @@ class ApplicabilityTarget(TargetLike, Protocol):
     @property
     def base(self) -> _Base: ...
 
+    @property
+    def kind(self) -> str: ...  # "reference" or "image"
+
 
 def applicability(scenario: Scenario, target: ApplicabilityTarget) -> tuple[bool, str]:
     """(True, "") or (False, why the scenario cannot run on the target)."""
@@ -48,8 +51,12 @@ def applicability(scenario: Scenario, target: ApplicabilityTarget) -> tuple[bool
         return False, (f"provisioned with {prov.kind}; persona {target.persona.name} takes "
                        f"{target.persona.provisioning}")
     if scenario.update_channel is not None and not target.base.sysupdate:
-        return False, (f"uses systemd-sysupdate, which {target.base.suite}'s systemd "
-                       f"{target.systemd_version} does not ship")
+        what = (f"{target.base.suite}'s systemd {target.systemd_version}"
+                if target.kind == "reference" else f"image target {target.name}")
+        return False, f"uses systemd-sysupdate, which {what} does not ship"
+    if target.kind == "image" and any(isinstance(s, OsUpdateStep) for s in scenario.steps):
+        return False, ("switches to the next OS release, which only reference targets can "
+                       "do so far (their /usr slot B); image targets cannot run OS updates yet")
     return True, ""
 
 

@@ -9,6 +9,7 @@ spec, as the NixOS test driver's start command is one string whoever built the V
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -17,9 +18,12 @@ from types import MappingProxyType
 
 from harness.targets.build import ensure_target_image
 from harness.targets.initramfs import FAILED_MARKER as INITRAMFS_FAILED
-from harness.targets.model import Target, TargetImage
+from harness.targets.model import Persona, Target, TargetImage
 
 FIRMWARES: tuple[str, ...] = ("bios", "uefi")
+
+
+KeyDelivery = Callable[[str, Path], tuple[dict[str, Path], tuple["Drive", ...]]]
 
 
 @dataclass(frozen=True)
@@ -96,13 +100,26 @@ class BootSpec:
     readiness: Readiness = field(default_factory=Readiness)
     memory_mb: int = 1024
     cpus: int = 2
+    boot_timeout: float | None = None  # seconds to SSH after a (re)boot; None: the default
+    # How the key gets in when no scenario config is given (an image target's snapshot
+    # boot): (public key, work directory) -> the fw_cfg entries and drives of a first-boot
+    # config in the distribution's own channel. None: `ssh_key_fw_cfg` does it.
+    first_boot_key: KeyDelivery | None = None
 
     def provisioned(self, fw_cfg: Mapping[str, Path], drives: tuple[Drive, ...] | list[Drive]
                     ) -> BootSpec:
         """The same target booted with first-boot provisioning (an Ignition config in
         fw_cfg, a cloud-config seed drive), which then also installs the SSH key."""
         return replace(self, fw_cfg=MappingProxyType({**self.fw_cfg, **fw_cfg}),
-                       drives=(*self.drives, *drives), ssh_key_fw_cfg=None)
+                       drives=(*self.drives, *drives), ssh_key_fw_cfg=None, first_boot_key=None)
+
+    def with_key(self, pubkey: str, workdir: Path) -> BootSpec:
+        """The spec of a boot that must install the harness's key on its own (no scenario
+        config): the target's first-boot key delivery, if it has one."""
+        if self.first_boot_key is None:
+            return self
+        fw_cfg, drives = self.first_boot_key(pubkey, workdir)
+        return self.provisioned(fw_cfg, drives)
 
 
 # --------------------------------------------------------------------- reference images
@@ -137,8 +154,54 @@ def reference_boot_spec(image: TargetImage) -> BootSpec:
     )
 
 
+# ------------------------------------------------------------------------ image targets
+
+# A real image prints nothing of ours: try an SSH login every few seconds. Its console
+# still shows systemd's emergency mode, which the machine layer stops at.
+IMAGE_READINESS = Readiness(blind_interval=3.0)
+IGNITION_VERSION = "3.3.0"  # understood by Flatcar, Fedora CoreOS and Debian's Ignition
+
+
+def image_boot_spec(target: Target) -> BootSpec:
+    """Disk + firmware, logged in as the distribution's user (sudo for root), the key
+    delivered by a first-boot config in the distribution's own channel."""
+    disk = target.image
+    assert disk is not None
+    persona = target.persona
+    return BootSpec(name=target.name, root=Drive(disk.path, disk.format), kernel=None,
+                    firmware=disk.firmware, ssh_user=persona.default_user,
+                    readiness=IMAGE_READINESS, memory_mb=disk.memory_mb,
+                    boot_timeout=disk.boot_timeout,
+                    first_boot_key=_key_delivery(persona))
+
+
+def _key_delivery(persona: Persona) -> KeyDelivery:
+    user = persona.default_user
+    if persona.provisioning == "cloud-config":
+        def seed(pubkey: str, workdir: Path) -> tuple[dict[str, Path], tuple[Drive, ...]]:
+            from harness.config.cloudconfig import add_ssh_key, make_seed_iso, render_cloud_config
+
+            user_data = render_cloud_config(add_ssh_key({}, user, pubkey))
+            (workdir / "user-data").write_text(user_data)
+            return {}, (Drive(make_seed_iso(user_data, workdir / "seed.iso"), "raw",
+                              readonly=True),)
+        return seed
+    fw_cfg_name = persona.ignition_fw_cfg_name
+    assert fw_cfg_name is not None
+
+    def ignition(pubkey: str, workdir: Path) -> tuple[dict[str, Path], tuple[Drive, ...]]:
+        config = {"ignition": {"version": IGNITION_VERSION},
+                  "passwd": {"users": [{"name": user, "sshAuthorizedKeys": [pubkey.strip()]}]}}
+        path = workdir / "key.ign"
+        path.write_text(json.dumps(config, indent=2) + "\n")
+        return {fw_cfg_name: path}, ()
+    return ignition
+
+
 def boot_spec(target: Target, progress: Callable[[str], None] | None = None) -> BootSpec:
     """The boot spec of any target, building what it needs first (reference images)."""
+    if target.image is not None:
+        return image_boot_spec(target)
     image = ensure_target_image(target, progress=progress) if progress else (
         ensure_target_image(target))
     return reference_boot_spec(image)

@@ -49,14 +49,50 @@ class Persona:
 
 
 @dataclass(frozen=True)
+class GuestFacts:
+    """What a booted image says about itself: read from the guest, never assumed."""
+
+    os_release: dict[str, str]  # /etc/os-release as the guest resolves it
+    systemd_version: int  # major version, from `systemctl --version`
+    architecture: str  # systemd's spelling (x86-64), from `uname -m`
+    sysupdate: bool  # a systemd-sysupdate binary exists
+    kernel: str = ""  # `uname -r`, for reports
+
+
+@dataclass(frozen=True)
+class DiskImage:
+    """An image target's disk: a distribution's release image, booted through its own
+    firmware and provisioning contract, with nothing of the harness inside."""
+
+    path: Path  # the bootable disk (unpacked into the cache when given compressed)
+    format: str  # "qcow2" or "raw"
+    firmware: str  # "bios" or "uefi"
+    distribution: str  # "flatcar", "fcos", "kairos": provisioning channel and conventions
+    digest: str  # sha256 of `path`, keys cached facts
+    memory_mb: int = 2048
+    boot_timeout: float | None = None  # seconds from power-on to an SSH login
+    expect: dict[str, str] = field(default_factory=dict)  # os-release fields it must have
+    source: str = ""  # where it was defined: a target file, or the command line
+    update: DiskImage | None = None  # the next release, for OS-update scenarios
+
+
+@dataclass(frozen=True)
 class Target:
-    """An OS image plus what is needed to boot and drive it. Reference targets are `refos-*`."""
+    """An OS image plus what is needed to boot and drive it. Reference targets are `refos-*`;
+    image targets (`image` set) boot a distribution's own disk."""
 
     name: str  # e.g. "refos-257-flatcar"
     base: BaseRecipe
     persona: Persona
     architecture: str = "x86-64"  # systemd's spelling, as in ARCHITECTURE=
     extra_os_release: dict[str, str] = field(default_factory=dict)
+    image: DiskImage | None = None
+    facts: GuestFacts | None = None  # read from the booted image (image targets)
+
+    @property
+    def kind(self) -> str:
+        """"reference" (built here, with the harness's glue) or "image" (a real disk)."""
+        return "reference" if self.image is None else "image"
 
     @property
     def default(self) -> bool:
@@ -82,6 +118,8 @@ class Target:
         """os-release of /usr slot "A" or "B", as the guest will have it."""
         if slot not in USR_SLOTS:
             raise ValueError(f"unknown /usr slot {slot!r} (slots: {', '.join(USR_SLOTS)})")
+        if self.facts is not None:  # an image target: what the guest said, nothing added
+            return dict(self.facts.os_release)
         fields = dict(self.persona.os_release)
         if slot == "B":
             fields.update(self.persona.update_os_release)
