@@ -7,10 +7,16 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SETUP_STAMP := $(VENV)/.setup-stamp
 
-# Narrow a run: TARGET=refos-257-flatcar (globs and commas allowed),
+# Narrow a run: TARGET=refos-257-flatcar (globs and commas allowed; a target file such as
+# TARGET=targets/flatcar-stable.yaml runs a distribution's own disk image),
 # SCENARIO=merge-squashfs (a -k expression) or SCENARIO=scenarios/merge (a path).
 TARGET ?=
 SCENARIO ?=
+# Run on a distribution's own disk image: DISK=flatcar_production_qemu_uefi_image.img.bz2
+# PERSONA=flatcar [FIRMWARE=uefi|bios] (docs/real-images.md).
+DISK ?=
+PERSONA ?=
+FIRMWARE ?= uefi
 PYTEST_ARGS ?=
 # Machines at once: JOBS=2 runs two targets side by side (pytest-xdist, one worker per
 # target group). Each TCG guest keeps one host core busy, so more than the core count
@@ -20,7 +26,7 @@ JOBS ?= 1
 # `make test-scenario`).
 TEST_TARGETS ?= refos-257-flatcar,refos-252-flatcar
 
-target_args = $(if $(TARGET),--target '$(TARGET)')
+target_args = $(if $(TARGET),--target '$(TARGET)') $(if $(DISK),--image '$(DISK)' $(if $(PERSONA),--persona '$(PERSONA)') --firmware '$(FIRMWARE)')
 scenario_args = $(if $(SCENARIO),$(if $(wildcard $(SCENARIO)),$(SCENARIO),scenarios -k '$(SCENARIO)'),scenarios)
 jobs_args = $(if $(filter-out 1,$(JOBS)),-n $(JOBS) --dist loadgroup)
 jobs_args_check = $(if $(filter-out 1,$(JOBS)),--jobs $(JOBS))

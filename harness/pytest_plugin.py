@@ -56,10 +56,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="also run on this disk image (qcow2 or raw; .bz2/.xz/.gz are "
                          "unpacked once), booted through its distribution's own "
                          "provisioning; needs --persona")
-    group.addoption("--persona", default=None, choices=("flatcar", "fcos", "kairos"),
+    group.addoption("--persona", default=None, metavar="flatcar|fcos|kairos",
                     help="the distribution of --image: its provisioning channel, user and "
                          "extension directories")
-    group.addoption("--firmware", default="uefi", choices=("uefi", "bios"),
+    group.addoption("--firmware", default="uefi", metavar="uefi|bios",
                     help="firmware that boots --image (default: uefi)")
     group.addoption("--artifacts", default="artifacts", metavar="DIR",
                     help="where per-test artifacts go (default: ./artifacts)")

@@ -36,11 +36,14 @@ from harness.targets.model import BaseRecipe, DiskImage, GuestFacts, Persona, Ta
 # directories (images/personas/*.yaml); only these fields of it apply to a real image.
 DISTRIBUTIONS: tuple[str, ...] = ("flatcar", "fcos", "kairos")
 _KEYS = {"name", "image", "format", "firmware", "distribution", "memory", "boot_timeout",
-         "sha256", "url", "expect", "update", "notes"}
-_UPDATE_KEYS = {"image", "format", "sha256", "url"}
+         "sha256", "url", "checksum_url", "expect", "update", "notes"}
+_UPDATE_KEYS = {"image", "format", "sha256", "url", "checksum_url"}
 _COMPRESSED: dict[str, Callable[..., Any]] = {
     ".bz2": bz2.open, ".xz": lzma.open, ".gz": gzip.open}
-_EXPECT_FIELDS = ("ID", "VERSION_ID", "SYSEXT_LEVEL", "ID_LIKE", "VERSION")
+_EXPECT_FIELDS = ("ID", "VERSION_ID", "SYSEXT_LEVEL", "ID_LIKE", "VERSION", "VARIANT_ID",
+                  "BUILD_ID")
+# Hex digest length -> hashlib name, strongest first, for published checksum files.
+_DIGEST_LENGTHS = {128: "sha512", 64: "sha256"}
 DEFAULT_MEMORY_MB = 2048
 
 
@@ -135,10 +138,11 @@ def _disk(data: Mapping[str, Any], base: Path, source: str, prefix: str, firmwar
                                    and re.fullmatch(r"[0-9a-fA-F]{64}", sha256)):
         raise _fail("expected 64 hex digits (quote them: YAML reads a digest of digits "
                     "only as a number)", source, f"{prefix}sha256", sha256)
-    url = data.get("url")
-    if url is not None and not (isinstance(url, str) and url.startswith(("http://",
-                                                                         "https://"))):
-        raise _fail("expected an http(s) URL", source, f"{prefix}url", url)
+    url, checksum_url = data.get("url"), data.get("checksum_url")
+    for key, value in (("url", url), ("checksum_url", checksum_url)):
+        if value is not None and not (isinstance(value, str)
+                                      and value.startswith(("http://", "https://"))):
+            raise _fail("expected an http(s) URL", source, f"{prefix}{key}", value)
     if not path.exists():
         if url is None:
             raise _fail("no such file (give a local path, or a url: to download it from)",
@@ -151,6 +155,8 @@ def _disk(data: Mapping[str, Any], base: Path, source: str, prefix: str, firmwar
         if got != sha256.lower():
             raise _fail(f"checksum mismatch: the file's sha256 is {got}", source,
                         f"{prefix}sha256", sha256)
+    if checksum_url is not None:
+        _check_published(path, str(checksum_url), source, f"{prefix}checksum_url")
     path = _unpacked(path)
     fmt = data.get("format") or detect_format(path)
     if fmt not in ("qcow2", "raw"):
@@ -238,6 +244,50 @@ def _download(url: str, path: Path, source: str, key: str) -> Path:
                     url) from exc
     tmp.rename(dest)
     return dest
+
+
+def published_digest(text: str, filename: str) -> tuple[str, str] | None:
+    """(algorithm, hex) for `filename` in a published checksum file: a `sha256sum` list
+    (Kairos' `.sha256`, most mirrors) or Flatcar's `.DIGESTS` (MD5, SHA1 and SHA512
+    sections of `<hex>  <name>` lines). The strongest hash listed wins."""
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        m = re.fullmatch(r"([0-9a-fA-F]+)\s+\*?(\S+)\s*", line)
+        if m and Path(m.group(2)).name == filename and len(m.group(1)) in _DIGEST_LENGTHS:
+            found.setdefault(_DIGEST_LENGTHS[len(m.group(1))], m.group(1).lower())
+    for algorithm in _DIGEST_LENGTHS.values():
+        if algorithm in found:
+            return algorithm, found[algorithm]
+    return None
+
+
+def _check_published(path: Path, url: str, source: str, key: str) -> None:
+    """Check `path` against the release's checksum file (fetched once, kept in the cache)."""
+    cached = cache_dir() / "checksums" / hashlib.sha256(url.encode()).hexdigest()[:32]
+    if not cached.exists():
+        try:
+            with urllib.request.urlopen(url, timeout=60) as resp:  # noqa: S310
+                text = resp.read(1 << 20).decode(errors="replace")
+        except OSError as exc:
+            raise HarnessError(f"{source}: {key}: cannot fetch {url}: {exc}") from exc
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        cached.write_text(text)
+    entry = published_digest(cached.read_text(), path.name)
+    if entry is None:
+        raise _fail(f"lists no sha256 or sha512 for {path.name}", source, key, url)
+    algorithm, want = entry
+    got = file_sha256(path) if algorithm == "sha256" else _hash_file(path, algorithm)
+    if got != want:
+        raise _fail(f"checksum mismatch: {path.name} has {algorithm} {got}, the release "
+                    f"publishes {want}", source, key, url)
+
+
+def _hash_file(path: Path, algorithm: str) -> str:
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 # ------------------------------------------------------------------------- the target

@@ -160,3 +160,59 @@ def test_os_update_and_builtin_scenarios_are_not_applicable_to_image_targets(
     assert not applicability(builtin, t)[0]
     merge = load_scenario(REPO / "scenarios/merge/merge-squashfs.yaml")
     assert applicability(merge, t) == (True, "")
+
+
+# --- a synthetic Flatcar release directory on a loopback HTTP server ---------------------
+
+@pytest.fixture
+def release(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """`flatcar_production_qemu_uefi_image.img.bz2` and its `.DIGESTS` as Flatcar publishes
+    them (MD5, SHA1 and SHA512 sections), served on 127.0.0.1."""
+    import functools
+    import hashlib
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    served = tmp_path / "amd64-usr" / "current"
+    served.mkdir(parents=True)
+    name = "flatcar_production_qemu_uefi_image.img.bz2"
+    data = bz2.compress(b"QFI\xfb" + bytes(8188))
+    (served / name).write_bytes(data)
+    digests = "".join(f"# {title} HASH\n{hashlib.new(algo, data).hexdigest()}  {name}\n"
+                      for title, algo in (("MD5", "md5"), ("SHA1", "sha1"),
+                                          ("SHA512", "sha512")))
+    (served / f"{name}.DIGESTS").write_text(digests)
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            pass
+
+    handler = functools.partial(Quiet, directory=str(tmp_path))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}/amd64-usr/current/{name}"
+    try:
+        yield base, served / f"{name}.DIGESTS"
+    finally:
+        server.shutdown()
+
+
+def test_download_checked_against_published_digests(tmp_path: Path, release) -> None:  # type: ignore[no-untyped-def]
+    url, _digests = release
+    text = (f"image: flatcar_production_qemu_uefi_image.img.bz2\nurl: {url}\n"
+            f"checksum_url: {url}.DIGESTS\ndistribution: flatcar\n")
+    t = load_target_file(write(tmp_path / "..", text, "dl.yaml"))
+    assert t.image is not None and t.image.format == "qcow2"
+    assert t.image.path.name.endswith("-flatcar_production_qemu_uefi_image.img")  # unpacked
+
+
+def test_published_digest_mismatch_is_refused(tmp_path: Path, release) -> None:  # type: ignore[no-untyped-def]
+    url, digests = release
+    lines = digests.read_text().splitlines()
+    lines[-1] = "f" * 128 + "  flatcar_production_qemu_uefi_image.img.bz2"
+    digests.write_text("\n".join(lines) + "\n")
+    text = (f"image: flatcar_production_qemu_uefi_image.img.bz2\nurl: {url}\n"
+            f"checksum_url: {url}.DIGESTS\ndistribution: flatcar\n")
+    with pytest.raises(ConfigError) as err:
+        load_target_file(write(tmp_path, text, "bad.yaml"))
+    assert err.value.key == "checksum_url" and "sha512" in str(err.value)
+    assert "the release publishes " + "f" * 128 in str(err.value)
