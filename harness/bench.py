@@ -79,6 +79,33 @@ def bench_boot_and_restore(target_name: str) -> dict[str, float]:
         run.cleanup()
 
 
+def bench_exported_boots(target_name: str) -> dict[str, float]:
+    """Cold boot to the first command of the same target exported as a standalone disk
+    (`images export`) and booted through the image-target path: firmware, boot loader,
+    first-boot Ignition with the key, an SSH login found by trying, sudo for the command."""
+    from harness.targets.export import export_disk
+    from harness.targets.image_target import target_from_image
+
+    reference = get_target(target_name)
+    results: dict[str, float] = {}
+    for firmware in ("uefi", "bios"):
+        disk = export_disk(reference, firmware=firmware, progress=_say)
+        target = target_from_image(str(disk), reference.persona.name, firmware)
+        run = RunDir(label=f"bench-{firmware}")
+        pool = MachinePool(run.path, progress=_say)
+        try:
+            started = time.monotonic()
+            machine = pool.cold_boot(target, pool.workdir(f"bench-export-{firmware}"))
+            machine.succeed("true")
+            results[f"export_{firmware}_cold_boot_to_first_command_s"] = round(
+                time.monotonic() - started, 2)
+            pool.stop(machine)
+        finally:
+            pool.close()
+            run.cleanup()
+    return results
+
+
 def bench_os_update(pool: MachinePool, target: Target) -> float:
     """An `os_update` step as scenarios run it: switch /usr to slot B, reboot, and wait
     until the guest answers on slot B (its boot merges extensions on the way)."""
@@ -143,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     results.update(bench_image_build(args.boot_target))
     _say("cold boot and snapshot restores")
     results.update(bench_boot_and_restore(args.boot_target))
+    _say("cold boots of the same target exported as a disk (UEFI, BIOS)")
+    results.update(bench_exported_boots(args.boot_target))
     if not args.skip_suite:
         _say("default scenario suite")
         results["suite_jobs"] = args.jobs
@@ -155,7 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     labels = {
         "image_build_cold_s": "image build, cold (empty cache)",
         "image_build_cached_s": "image build, cached",
-        "cold_boot_to_ssh_s": "cold boot to SSH-ready",
+        "cold_boot_to_ssh_s": "cold boot to SSH-ready (direct kernel boot)",
+        "export_uefi_cold_boot_to_first_command_s":
+            "exported disk, UEFI: cold boot to first command",
+        "export_bios_cold_boot_to_first_command_s":
+            "exported disk, BIOS: cold boot to first command",
         "snapshot_save_s": "snapshot save",
         "restore_to_first_command_s": f"snapshot restore to first command (mean of {RESTORES})",
         "restore_to_first_command_max_s": "snapshot restore to first command (max)",

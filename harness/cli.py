@@ -1,5 +1,5 @@
-"""Command line: ``sysext-harness targets | images build | sysext build | config render |
-validate | docs | check | test``.
+"""Command line: ``sysext-harness targets | images build | images export | sysext build |
+config render | validate | docs | check | test``.
 
 Bad input exits 2 with a message naming the file, key and value; failures of real work
 exit 1.
@@ -53,6 +53,33 @@ def _cmd_images_build(args: argparse.Namespace) -> int:
         image = ensure_target_image(target)
         print(f"{target.name}: {image.directory} ({time.monotonic() - t0:.1f} s)")
     print(f"{len(targets)} target(s) ready in {time.monotonic() - started:.1f} s")
+    return 0
+
+
+def _cmd_images_export(args: argparse.Namespace) -> int:
+    from harness.run import run
+    from harness.targets.export import check_exportable, export_disk
+    from harness.targets.registry import get_target
+
+    target = get_target(args.target)
+    check_exportable(target, args.firmware)
+    out = Path(args.output)
+    if not out.parent.is_dir():
+        raise ConfigError("the output's directory does not exist", key="-o",
+                          value=str(out))
+    if out.is_dir():
+        raise ConfigError("is a directory; give the disk's file name", key="-o",
+                          value=str(out))
+    started = time.monotonic()
+    disk = export_disk(target, args.firmware)
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        run(["cp", "--reflink=auto", "--sparse=always", disk, tmp])
+        tmp.chmod(0o644)  # the cached copy is read-only; the user's is theirs to boot
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    print(f"{out} ({args.firmware}, from {disk}, {time.monotonic() - started:.1f} s)")
     return 0
 
 
@@ -156,8 +183,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
         write_scenario,
     )
     from harness.extensions.inspect import MERGED_TOP_LEVEL, inspect_image
+    from harness.machine.probe import resolve
     from harness.scenario import load_scenario
-    from harness.targets.registry import select_targets
+    from harness.targets.selection import select_targets
 
     images = tuple(inspect_image(Path(p)) for p in args.images)
     for info in images:
@@ -174,10 +202,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
                            commands=tuple(args.run), test_script=test_script,
                            reboot=not args.no_reboot,
                            trust=tuple(Path(c) for c in args.trust))
-    targets = select_targets(args.target or None)
+    targets = [resolve(t) for t in select_targets(
+        args.target or None, image=args.image, persona=args.persona, firmware=args.firmware)]
     for info in images:
         check_architecture(info, targets)
-    if not args.target:
+    if not args.target and not args.image:
         targets = default_targets(request, targets)
     artifacts = Path(args.artifacts).resolve()  # pytest runs with the check's own rootdir
     check_dir = artifacts / "check"
@@ -189,8 +218,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     if args.dry_run:
         return 0
     argv = [str(scenario), "-c", str(check_dir / "pytest.ini"), "--rootdir", str(check_dir),
-            "-p", "no:cacheprovider", "--artifacts", str(artifacts),
-            "--target", ",".join(t.name for t in targets)]
+            "-p", "no:cacheprovider", "--artifacts", str(artifacts), *target_args(targets)]
     if args.jobs > 1:
         argv += ["-n", str(args.jobs), "--dist", "loadgroup"]
     code = int(pytest.main(argv))
@@ -199,6 +227,30 @@ def _cmd_check(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     return code
+
+
+def target_args(targets: Iterable[Any]) -> list[str]:
+    """pytest options that select exactly `targets` again (names, target files, --image)."""
+    argv: list[str] = []
+    for t in targets:
+        if t.image is None:
+            argv += ["--target", t.name]
+        elif t.image.source == "command line":
+            argv += ["--image", str(t.image.path), "--persona", t.image.distribution,
+                     "--firmware", t.image.firmware]
+        else:
+            argv += ["--target", t.image.source]
+    return argv
+
+
+def _add_image_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--image", metavar="PATH",
+                   help="a distribution's disk image (qcow2 or raw; .bz2/.xz/.gz unpacked "
+                        "once) to run on, provisioned its own way; needs --persona")
+    p.add_argument("--persona", choices=("flatcar", "fcos", "kairos"),
+                   help="the distribution of --image")
+    p.add_argument("--firmware", choices=("uefi", "bios"), default="uefi",
+                   help="firmware that boots --image (default: %(default)s)")
 
 
 def _cmd_test(args: argparse.Namespace) -> int:
@@ -224,6 +276,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("targets", nargs="*", metavar="TARGET",
                    help="target names or glob patterns (default: all default targets)")
     p.set_defaults(func=_cmd_images_build)
+    p = images_sub.add_parser(
+        "export", help="export a reference target as one firmware-bootable qcow2 disk",
+        description="Put a reference target on one GPT disk as a distribution ships it: "
+                    "ESP with systemd-boot (and GRUB for --firmware bios, which then boots "
+                    "under BIOS and UEFI), /usr slots A and B and the root partition, "
+                    "without the harness's SSH-key and readiness units. First-boot "
+                    "provisioning (Ignition, cloud-config) stays. Cached; see "
+                    "docs/real-images.md.")
+    p.add_argument("target", metavar="TARGET", help="a reference target name")
+    p.add_argument("-o", "--output", required=True, metavar="DISK.qcow2",
+                   help="where to write the disk (its directory must exist)")
+    p.add_argument("--firmware", choices=("uefi", "bios"), default="uefi",
+                   help="uefi: systemd-boot only; bios: also GRUB in the MBR and a BIOS "
+                        "boot partition (default: %(default)s)")
+    p.set_defaults(func=_cmd_images_export)
 
     sysext = sub.add_parser("sysext", help="extension images")
     sysext_sub = sysext.add_subparsers(dest="sysext_command", required=True)
@@ -263,8 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a .raw (squashfs, erofs or DDI) or a directory; several are "
                         "installed together")
     p.add_argument("--target", action="append", default=[], metavar="PATTERN",
-                   help="targets to run on, glob patterns (default: every default target "
-                        "whose ID the images match)")
+                   help="targets to run on: glob patterns or target files (default: every "
+                        "default target whose ID the images match)")
+    _add_image_options(p)
     p.add_argument("--unit", action="append", default=[], metavar="UNIT",
                    help="a unit that must be active after boot (repeatable)")
     p.add_argument("--run", action="append", default=[], metavar="COMMAND",

@@ -13,6 +13,10 @@ PACKAGES=(
   fdisk cryptsetup-bin openssl    # sfdisk, veritysetup, openssl: the DDI tests check images
   ignition                        # ignition-validate: checks rendered configs in the tests
   gpg gpg-agent                   # per-run key that signs sysupdate channels (SHA256SUMS.gpg)
+  # `images export` (exported reference disks, docs/real-images.md): the ESP with
+  # systemd-boot made without mounting (mkfs.fat -C, mtools), GRUB i386-pc for BIOS
+  # exports, and OVMF, the UEFI firmware that boots them and distributions' UEFI images.
+  ovmf systemd-boot-efi mtools dosfstools grub-pc-bin
   python3 python3-venv python3-pip
   ca-certificates
 )

@@ -216,3 +216,11 @@ def test_published_digest_mismatch_is_refused(tmp_path: Path, release) -> None: 
         load_target_file(write(tmp_path, text, "bad.yaml"))
     assert err.value.key == "checksum_url" and "sha512" in str(err.value)
     assert "the release publishes " + "f" * 128 in str(err.value)
+
+
+def test_expected_provisioning_failures_are_not_applicable_to_image_targets(
+        disk: Path) -> None:
+    t = with_facts(target_from_image(str(disk), "flatcar"), FACTS)
+    wrong_hash = load_scenario(REPO / "scenarios/provisioning/flatcar-wrong-hash.yaml")
+    ok, reason = applicability(wrong_hash, t)
+    assert not ok and "failed boot" in reason
