@@ -183,11 +183,7 @@ def file_sha256(path: Path) -> str:
         known = stamp.read_text().strip()
         if re.fullmatch(r"[0-9a-f]{64}", known):
             return known
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    digest = h.hexdigest()
+    digest = _hash_file(path, "sha256")
     with contextlib.suppress(OSError):
         stamp.parent.mkdir(parents=True, exist_ok=True)
         stamp.write_text(digest + "\n")

@@ -13,35 +13,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from authored_images import unit_extension
 
 from harness.extensions.ddi import build_ddi
 from harness.extensions.signing import generate_key_pair
 from harness.extensions.spec import parse_extension_spec
 from harness.paths import project_root
-from harness.run import run
 
 pytestmark = pytest.mark.vm
 TARGET = "refos-257-flatcar"
 CLI = [sys.executable, "-m", "harness.cli", "check"]
-
-
-def image(tmp_path: Path, name: str, exec_start: str, drop_in: str) -> Path:
-    root = tmp_path / name
-    (root / "usr/lib/extension-release.d").mkdir(parents=True)
-    (root / f"usr/lib/extension-release.d/extension-release.{name}").write_text(
-        "ID=flatcar\nSYSEXT_LEVEL=1.0\n")
-    (root / "usr/bin").mkdir(parents=True)
-    (root / f"usr/bin/{name}").write_text(f"#!/bin/sh\necho hello from {name}\n")
-    (root / f"usr/bin/{name}").chmod(0o755)
-    units = root / "usr/lib/systemd/system"
-    (units / "multi-user.target.d").mkdir(parents=True)
-    (units / f"{name}.service").write_text(
-        f"[Unit]\nDescription={name}\n\n[Service]\nType=oneshot\nRemainAfterExit=yes\n"
-        f"ExecStart={exec_start}\n")
-    (units / f"multi-user.target.d/10-{name}.conf").write_text(f"[Unit]\n{drop_in}\n")
-    out = tmp_path / f"{name}-1.0-x86-64.raw"
-    run(["mksquashfs", root, out, "-quiet", "-no-progress", "-all-root"])
-    return out
 
 
 def check(*args: str) -> subprocess.CompletedProcess[str]:
@@ -50,7 +31,7 @@ def check(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_good_image_passes_every_check(tmp_path: Path) -> None:
-    raw = image(tmp_path, "greeter", "/usr/bin/greeter", "Upholds=greeter.service")
+    raw = unit_extension(tmp_path, "greeter", "/usr/bin/greeter", "Upholds=greeter.service")
     script = tmp_path / "test.sh"
     script.write_text("#!/bin/bash\nset -euo pipefail\n[[ $(greeter) == 'hello from greeter' ]]\n")
     res = check(str(raw), "--unit", "greeter.service", "--run", "greeter",
@@ -65,7 +46,7 @@ def test_good_image_passes_every_check(tmp_path: Path) -> None:
 
 
 def test_unit_with_a_missing_binary_fails_the_check(tmp_path: Path) -> None:
-    raw = image(tmp_path, "broken", "/usr/sbin/broken-daemon", "Wants=broken.service")
+    raw = unit_extension(tmp_path, "broken", "/usr/sbin/broken-daemon", "Wants=broken.service")
     res = check(str(raw), "--artifacts", str(tmp_path / "art"))
     assert res.returncode == 1, res.stdout[-4000:] + res.stderr[-2000:]
     assert "no unit failed that had not failed before the extension" in res.stdout

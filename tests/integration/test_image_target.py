@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from authored_images import unit_extension
 
 from harness.paths import project_root
-from harness.run import run
 from harness.targets.export import export_disk
 from harness.targets.registry import get_target
 
@@ -69,25 +69,6 @@ def test_core_scenarios_pass_on_the_exported_disk(target_file: Path, tmp_path: P
     assert "Accepted publickey for core" in journal
 
 
-def _extension(tmp_path: Path, name: str, exec_start: str) -> Path:
-    root = tmp_path / name
-    (root / "usr/lib/extension-release.d").mkdir(parents=True)
-    (root / f"usr/lib/extension-release.d/extension-release.{name}").write_text(
-        "ID=flatcar\nSYSEXT_LEVEL=1.0\n")
-    (root / "usr/bin").mkdir(parents=True)
-    (root / f"usr/bin/{name}").write_text(f"#!/bin/sh\necho hello from {name}\n")
-    (root / f"usr/bin/{name}").chmod(0o755)
-    units = root / "usr/lib/systemd/system"
-    (units / "multi-user.target.d").mkdir(parents=True)
-    (units / f"{name}.service").write_text(
-        f"[Unit]\nDescription={name}\n\n[Service]\nType=oneshot\nRemainAfterExit=yes\n"
-        f"ExecStart={exec_start}\n")
-    (units / f"multi-user.target.d/10-{name}.conf").write_text(f"[Unit]\nUpholds={name}.service\n")
-    out = tmp_path / f"{name}.raw"
-    run(["mksquashfs", root, out, "-quiet", "-no-progress", "-all-root"])
-    return out
-
-
 def _check(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "harness.cli", "check", *args],
                           capture_output=True, text=True, cwd=project_root(), timeout=1200)
@@ -96,11 +77,12 @@ def _check(*args: str) -> subprocess.CompletedProcess[str]:
 def test_check_good_and_broken_images_on_the_exported_disk(target_file: Path,
                                                            tmp_path: Path) -> None:
     disk = target_file.read_text().split("image: ", 1)[1].split("\n", 1)[0]
-    good = _extension(tmp_path, "greeter", "/usr/bin/greeter")
+    good = unit_extension(tmp_path, "greeter", "/usr/bin/greeter", "Upholds=greeter.service")
     res = _check(str(good), "--image", disk, "--persona", "flatcar", "--unit",
                  "greeter.service", "--run", "greeter", "--artifacts", str(tmp_path / "good"))
     assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-2000:]
-    broken = _extension(tmp_path, "broken", "/usr/sbin/broken-daemon")
+    broken = unit_extension(tmp_path, "broken", "/usr/sbin/broken-daemon",
+                            "Upholds=broken.service")
     res = _check(str(broken), "--target", str(target_file), "--artifacts",
                  str(tmp_path / "broken"))
     assert res.returncode == 1, res.stdout[-5000:] + res.stderr[-2000:]
