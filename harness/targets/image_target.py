@@ -37,7 +37,6 @@ from harness.targets.model import BaseRecipe, DiskImage, GuestFacts, Persona, Ta
 DISTRIBUTIONS: tuple[str, ...] = ("flatcar", "fcos", "kairos")
 _KEYS = {"name", "image", "format", "firmware", "distribution", "memory", "boot_timeout",
          "sha256", "url", "checksum_url", "expect", "update", "notes"}
-_UPDATE_KEYS = {"image", "format", "sha256", "url", "checksum_url"}
 _COMPRESSED: dict[str, Callable[..., Any]] = {
     ".bz2": bz2.open, ".xz": lzma.open, ".gz": gzip.open}
 _EXPECT_FIELDS = ("ID", "VERSION_ID", "SYSEXT_LEVEL", "ID_LIKE", "VERSION", "VARIANT_ID",
@@ -96,14 +95,6 @@ def load_target_file(path: Path) -> Target:
     disk = replace(_disk(data, path.parent, source, "", firmware, distribution, memory,
                          {str(k): str(v) for k, v in expect.items()}),
                    boot_timeout=None if boot_timeout is None else float(boot_timeout))
-    update = data.get("update")
-    if update is not None:
-        if not isinstance(update, dict) or "image" not in update or not set(
-                update) <= _UPDATE_KEYS:
-            raise _fail("expected {image: PATH} (and optionally format, sha256, url)",
-                        source, "update", allowed=sorted(_UPDATE_KEYS))
-        disk = replace(disk, update=_disk(update, path.parent, source, "update.", firmware,
-                                          distribution, memory, {}))
     return image_target(name, disk)
 
 
@@ -127,6 +118,11 @@ def _choice(value: object, allowed: tuple[str, ...], source: str, key: str) -> s
 def _disk(data: Mapping[str, Any], base: Path, source: str, prefix: str, firmware: str,
           distribution: str, memory: int, expect: dict[str, str]) -> DiskImage:
     """Resolve, download (if asked and missing), unpack and check one disk image."""
+    if "update" in data:
+        raise _fail("OS updates of image targets are not implemented yet: the distributions "
+                    "update /usr in place (Flatcar's USR-B partition, rpm-ostree), which a "
+                    "disk switch cannot stand in for; OS-update scenarios run on reference "
+                    "targets (docs/real-images.md)", source, "update")
     raw = data["image"]
     if not isinstance(raw, str) or not raw:
         raise _fail("expected a path to a disk image", source, f"{prefix}image", raw)

@@ -73,7 +73,6 @@ class DiskImage:
     boot_timeout: float | None = None  # seconds from power-on to an SSH login
     expect: dict[str, str] = field(default_factory=dict)  # os-release fields it must have
     source: str = ""  # where it was defined: a target file, or the command line
-    update: DiskImage | None = None  # the next release, for OS-update scenarios
 
 
 @dataclass(frozen=True)
