@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import stat
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,7 +33,6 @@ from harness.extensions import (
     parse_extension_spec,
 )
 from harness.extensions.ddi import (
-    _WORK_PARENT,
     build_ddi,
     ensure_toolbox,
     read_gpt,
@@ -342,10 +342,25 @@ def test_check_reads_ddis(build, fmt: str, mode: str, partition: str) -> None:  
 # --------------------------------------------------------------------------- caching
 
 
+@pytest.fixture
+def build_dirs(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The temporary directories the DDI builder makes (in the shared toolbox and the
+    cache): only this test's own, since other harness runs may build at the same time."""
+    made: list[Path] = []
+    real_mkdtemp = tempfile.mkdtemp
+
+    def mkdtemp(*args, **kwargs):  # type: ignore[no-untyped-def]
+        path = real_mkdtemp(*args, **kwargs)
+        made.append(Path(path))
+        return path
+
+    monkeypatch.setattr("harness.extensions.ddi.tempfile.mkdtemp", mkdtemp)
+    return made
+
+
 @needs_toolbox
-def test_cached_and_reproducible(build, tmp_path: Path, toolbox: Path) -> None:  # type: ignore[no-untyped-def]
-    work_parent = toolbox / _WORK_PARENT
-    before = set(work_parent.iterdir())
+def test_cached_and_reproducible(build, tmp_path: Path, toolbox: Path,  # type: ignore[no-untyped-def]
+                                 build_dirs: list[Path]) -> None:
     first = build("erofs", "signed", cache=tmp_path / "a")
     st = first.path.stat()
     again = build("erofs", "signed", cache=tmp_path / "a")
@@ -355,20 +370,19 @@ def test_cached_and_reproducible(build, tmp_path: Path, toolbox: Path) -> None: 
     assert other.path.read_bytes() == first.path.read_bytes()  # same bytes from scratch
     # Nothing is left behind: no build dirs (with the key copy) in the toolbox, no temp
     # dirs in the cache.
-    assert set(work_parent.iterdir()) == before
+    assert build_dirs and not [p for p in build_dirs if p.exists()]
     assert [p.name for p in (tmp_path / "a/extensions").iterdir()] == [first.digest]
     assert sorted(p.name for p in first.path.parent.iterdir()) == ["ddi.json", "hello.raw"]
 
 
 @needs_toolbox
-def test_failed_build_cleans_up(build, tmp_path: Path, toolbox: Path, keys) -> None:  # type: ignore[no-untyped-def]
-    work_parent = toolbox / _WORK_PARENT
-    before = set(work_parent.iterdir())
+def test_failed_build_cleans_up(build, tmp_path: Path, toolbox: Path, keys,  # type: ignore[no-untyped-def]
+                                build_dirs: list[Path]) -> None:
     spec = spec_of(HELLO, "erofs")
     with pytest.raises(CommandError, match="systemd-repart"):
         build_ddi(spec, HOST, key_pair=keys[0], architecture="no-such-arch",
                   cache_dir=tmp_path)
-    assert set(work_parent.iterdir()) == before
+    assert build_dirs and not [p for p in build_dirs if p.exists()]
     assert list((tmp_path / "extensions").iterdir()) == []
 
 
