@@ -17,6 +17,10 @@ SCENARIO ?=
 DISK ?=
 PERSONA ?=
 FIRMWARE ?= uefi
+# What runs the VMs: BACKEND=libvirt uses transient libvirt domains at LIBVIRT_URI
+# (docs/libvirt.md; start a daemon with scripts/start-libvirtd.sh).
+BACKEND ?= qemu
+LIBVIRT_URI ?= qemu:///system
 PYTEST_ARGS ?=
 # Machines at once: JOBS=2 runs two targets side by side (pytest-xdist, one worker per
 # target group). Each TCG guest keeps one host core busy, so more than the core count
@@ -28,6 +32,7 @@ TEST_TARGETS ?= refos-257-flatcar,refos-252-flatcar
 
 target_args = $(if $(TARGET),--target '$(TARGET)') $(if $(DISK),--image '$(DISK)' $(if $(PERSONA),--persona '$(PERSONA)') --firmware '$(FIRMWARE)')
 scenario_args = $(if $(SCENARIO),$(if $(wildcard $(SCENARIO)),$(SCENARIO),scenarios -k '$(SCENARIO)'),scenarios)
+backend_args = --backend '$(BACKEND)' $(if $(filter libvirt,$(BACKEND)),--libvirt-uri '$(LIBVIRT_URI)')
 jobs_args = $(if $(filter-out 1,$(JOBS)),-n $(JOBS) --dist loadgroup)
 jobs_args_check = $(if $(filter-out 1,$(JOBS)),--jobs $(JOBS))
 
@@ -46,7 +51,7 @@ images: setup
 	$(BIN)/sysext-harness images build $(TARGET)
 
 test-scenario: setup
-	$(BIN)/pytest $(scenario_args) $(target_args) -p no:cacheprovider $(jobs_args) $(PYTEST_ARGS)
+	$(BIN)/pytest $(scenario_args) $(target_args) $(backend_args) -p no:cacheprovider $(jobs_args) $(PYTEST_ARGS)
 
 # ruff for style and mistakes, mypy for types (its settings are in pyproject.toml).
 lint: setup

@@ -29,6 +29,7 @@ from harness.targets.model import Target
 from harness.targets.selection import select_targets
 
 if TYPE_CHECKING:
+    from harness.machine.backend import Backend
     from harness.session import HarnessSession
 
 _SESSION = pytest.StashKey["HarnessSession"]()
@@ -39,6 +40,7 @@ _MATRIX = pytest.StashKey[Matrix]()
 _RUN_NAME = pytest.StashKey[str]()
 _WORKER_STATS = pytest.StashKey[list]()
 _TARGETS = pytest.StashKey[list]()
+_BACKEND = pytest.StashKey["Backend"]()
 # user_properties key that carries (scenario, target) from a worker's report to the controller
 _CELL = "sysext_harness_cell"
 
@@ -63,6 +65,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="firmware that boots --image (default: uefi)")
     group.addoption("--artifacts", default="artifacts", metavar="DIR",
                     help="where per-test artifacts go (default: ./artifacts)")
+    group.addoption("--backend", default="qemu", metavar="qemu|libvirt",
+                    help="what runs the VMs: QEMU processes of our own (default) or "
+                         "transient libvirt domains (docs/libvirt.md)")
+    group.addoption("--libvirt-uri", default="qemu:///system", metavar="URI",
+                    help="the libvirt connection for --backend libvirt "
+                         "(default: qemu:///system)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -84,6 +92,18 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(_MatrixRecorder(config), "sysext_harness_matrix")
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(), "sysext_harness_xdist")
+    config.stash[_BACKEND] = _checked_backend(config)
+
+
+def _checked_backend(config: pytest.Config) -> Backend:
+    """The `--backend`, checked before any VM starts: bad input exits 2."""
+    from harness.machine.libvirt_backend import select_backend
+
+    try:
+        return select_backend(config.getoption("--backend"),
+                              config.getoption("--libvirt-uri"))
+    except ConfigError as exc:
+        pytest.exit(f"error: {exc}", returncode=2)
 
 
 class _MatrixRecorder:
@@ -150,7 +170,8 @@ def harness_session(config: pytest.Config) -> HarnessSession:
 
     if _SESSION not in config.stash:
         root = _artifacts_dir(config).parent
-        config.stash[_SESSION] = HarnessSession(root, config.stash[_RUN_NAME])
+        config.stash[_SESSION] = HarnessSession(root, config.stash[_RUN_NAME],
+                                                backend=config.stash[_BACKEND])
     return config.stash[_SESSION]
 
 

@@ -22,6 +22,7 @@ from harness.errors import AssertionFailed, EmulatorCrashed, HarnessError, Provi
 from harness.extensions.build import Artifact, build_extension
 from harness.extensions.signing import VerityKeys, run_keys
 from harness.extensions.spec import ExtensionSpec
+from harness.machine.backend import Backend
 from harness.machine.machine import Machine
 from harness.machine.pool import MachinePool
 from harness.machine.rundir import RunDir
@@ -116,10 +117,12 @@ SCENARIO_ATTEMPTS_ON_EMULATOR_ABORT = 2
 class HarnessSession:
     """Created lazily: nothing boots until the first scenario or machine is asked for."""
 
-    def __init__(self, artifacts_root: Path, run_name: str | None = None) -> None:
+    def __init__(self, artifacts_root: Path, run_name: str | None = None, *,
+                 backend: Backend | None = None) -> None:
         self.artifacts = new_run_directory(artifacts_root, run_name)
         self.run_dir = RunDir()
-        self.pool = MachinePool(self.run_dir.path, artifacts=self.artifacts)
+        # `backend`: the hypervisor machines run on (default QEMU; `--backend libvirt`).
+        self.pool = MachinePool(self.run_dir.path, artifacts=self.artifacts, backend=backend)
         self._signing_key: SigningKey | None = None
         self._verity_keys: VerityKeys | None = None
         self.restore_seconds: list[float] = []

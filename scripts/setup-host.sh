@@ -18,6 +18,7 @@ PACKAGES=(
   # exports, and OVMF, the UEFI firmware that boots them and distributions' UEFI images.
   ovmf systemd-boot-efi mtools dosfstools grub-pc-bin
   python3 python3-venv python3-pip
+  libvirt-dev pkg-config gcc python3-dev  # to build the libvirt-python binding (pyproject)
   ca-certificates
 )
 
