@@ -18,7 +18,9 @@ DISK ?=
 PERSONA ?=
 FIRMWARE ?= uefi
 # What runs the VMs: BACKEND=libvirt uses transient libvirt domains at LIBVIRT_URI
-# (docs/libvirt.md; start a daemon with scripts/start-libvirtd.sh).
+# (docs/libvirt.md; start a daemon with scripts/start-libvirtd.sh). Several URIs, separated
+# by spaces, spread the targets over those hosts: LIBVIRT_URI='qemu+ssh://root@lab1/system
+# qemu+ssh://root@lab2/system' JOBS=2.
 BACKEND ?= qemu
 LIBVIRT_URI ?= qemu:///system
 PYTEST_ARGS ?=
@@ -32,7 +34,7 @@ TEST_TARGETS ?= refos-257-flatcar,refos-252-flatcar
 
 target_args = $(if $(TARGET),--target '$(TARGET)') $(if $(DISK),--image '$(DISK)' $(if $(PERSONA),--persona '$(PERSONA)') --firmware '$(FIRMWARE)')
 scenario_args = $(if $(SCENARIO),$(if $(wildcard $(SCENARIO)),$(SCENARIO),scenarios -k '$(SCENARIO)'),scenarios)
-backend_args = --backend '$(BACKEND)' $(if $(filter libvirt,$(BACKEND)),--libvirt-uri '$(LIBVIRT_URI)')
+backend_args = --backend '$(BACKEND)' $(if $(filter libvirt,$(BACKEND)),$(foreach uri,$(LIBVIRT_URI),--libvirt-uri '$(uri)'))
 jobs_args = $(if $(filter-out 1,$(JOBS)),-n $(JOBS) --dist loadgroup)
 jobs_args_check = $(if $(filter-out 1,$(JOBS)),--jobs $(JOBS))
 

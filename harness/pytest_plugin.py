@@ -68,9 +68,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--backend", default="qemu", metavar="qemu|libvirt",
                     help="what runs the VMs: QEMU processes of our own (default) or "
                          "transient libvirt domains (docs/libvirt.md)")
-    group.addoption("--libvirt-uri", default="qemu:///system", metavar="URI",
-                    help="the libvirt connection for --backend libvirt "
-                         "(default: qemu:///system)")
+    group.addoption("--libvirt-uri", action="append", default=[], metavar="URI",
+                    help="the libvirt connection for --backend libvirt (default: "
+                         "qemu:///system); repeat it to spread the targets over several "
+                         "hosts, e.g. qemu+ssh://root@lab1/system")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -97,11 +98,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _checked_backend(config: pytest.Config) -> Backend:
     """The `--backend`, checked before any VM starts: bad input exits 2."""
-    from harness.machine.libvirt_backend import select_backend
+    from harness.machine.libvirt_backend import DEFAULT_URI
+    from harness.machine.libvirt_hosts import select_backend
 
     try:
         return select_backend(config.getoption("--backend"),
-                              config.getoption("--libvirt-uri"))
+                              config.getoption("--libvirt-uri") or [DEFAULT_URI])
     except ConfigError as exc:
         pytest.exit(f"error: {exc}", returncode=2)
 
@@ -200,6 +202,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     session = config.stash.get(_SESSION, None)
     if session is not None:
         session.close()
+    backend = config.stash.get(_BACKEND, None)
+    if backend is not None:
+        backend.close()  # this run's volumes on remote libvirt hosts
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):  # type: ignore[no-untyped-def]

@@ -38,7 +38,18 @@ class Vm(Protocol):
 
     @property
     def ssh_address(self) -> tuple[str, int]:
-        """(host, port) on this host that reaches the guest's port 22."""
+        """(host, port) that reaches the guest's port 22 (through `ssh_proxy` if set)."""
+        ...
+
+    @property
+    def ssh_proxy(self) -> str | None:
+        """A command whose stdin/stdout reach `ssh_address` (an SSH ProxyCommand), for a
+        VM on another host; None: connect directly."""
+        ...
+
+    @property
+    def where(self) -> str:
+        """Where the VM runs, for logs ("" for this host's own QEMU)."""
         ...
 
     def start(self, restore_from: Path | None = None) -> None:
@@ -87,4 +98,8 @@ class Backend(Protocol):
 
     def vm(self, config: VmConfig, workdir: Path, console: Path) -> Vm:
         """A VM of `config`, not started; its serial console is appended to `console`."""
+        ...
+
+    def close(self) -> None:
+        """Remove what the backend made for this run (volumes on remote hosts)."""
         ...

@@ -27,20 +27,30 @@ import re
 import socket
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from harness.errors import ConfigError, MachineError
-from harness.machine.backend import Backend, VmConfig
+from harness.machine.backend import VmConfig
+from harness.machine.libvirt_remote import (
+    ConsoleMirror,
+    HostStore,
+    HostUri,
+    RemoteFile,
+    disk_capacity,
+    ensure_event_loop,
+    read_placeholder,
+)
 from harness.machine.qemu import OVMF_CODE, OVMF_VARS, QemuBackend, emulator_aborted, free_port
 from harness.machine.qemu import tail as file_tail
 from harness.machine.wait import wait_until
+from harness.targets.boot import Drive, KernelBoot
 
 log = logging.getLogger(__name__)
 
 DEFAULT_URI = "qemu:///system"
-BACKENDS = ("qemu", "libvirt")
 NAME_PREFIX = "sysext-harness-"
 EMULATOR = "/usr/bin/qemu-system-x86_64"  # QEMU 10 from bookworm-backports on Debian 12
 METADATA_NS = "https://github.com/sysext-harness/libvirt/1"
@@ -216,7 +226,12 @@ def forwarded_port(xml: str) -> int | None:
     return None
 
 
-def _console(devices: ET.Element, console: Path) -> None:
+def _console(devices: ET.Element, console: Path | None) -> None:
+    """The serial console appended to a file on this host, or (None) a pty the harness
+    reads over the connection (a remote host: `libvirt_remote.ConsoleMirror`)."""
+    if console is None:
+        _sub(_sub(devices, "serial", type="pty"), "target", port="0")
+        return
     serial = _sub(devices, "serial", type="file")
     _sub(serial, "source", path=str(console), append="on")
     _sub(serial, "target", port="0")
@@ -230,7 +245,7 @@ def _fw_cfg(dom: ET.Element, config: VmConfig) -> None:
         _sub(sysinfo, "entry", name=name, file=str(path))
 
 
-def domain_xml(config: VmConfig, *, name: str, console: Path, ssh_port: int, nvram: Path,
+def domain_xml(config: VmConfig, *, name: str, console: Path | None, ssh_port: int, nvram: Path,
                owner: Owner, emulator: str = EMULATOR) -> str:
     """The transient domain of `config`, as close to the QEMU backend's VM as libvirt goes
     (no USB, balloon or graphics: QEMU's -nodefaults)."""
@@ -269,6 +284,10 @@ def restore_xml(saved_xml: str, new_xml: str) -> str:
                                   strict=True):
         source.set("file", new_source.get("file", ""))
     _replace_child(saved, new, "devices/serial", "source")
+    if new.find("devices/serial/source") is None:  # a pty: the saved one's path is stale
+        for parent in (*saved.iterfind("devices/serial"), *saved.iterfind("devices/console")):
+            for source in parent.findall("source"):
+                parent.remove(source)
     _replace_child(saved, new, ".", f"{{{QEMU_NS}}}commandline")
     _replace_child(saved, new, "os", "nvram")
     _replace_child(saved, new, ".", "metadata")
@@ -293,34 +312,97 @@ def _domain_name() -> str:
 
 
 # ----- the backend -------------------------------------------------------------------------
+class HostUnreachable(MachineError):
+    """A libvirt host stopped answering: its remaining machines fail with this reason,
+    other hosts go on."""
+
+
 class LibvirtBackend:
-    """VMs as transient domains of one libvirt connection; disks as qcow2 overlays made by
-    qemu-img on this host (the URI must be local: remote hosts are a later part)."""
+    """VMs as transient domains of one libvirt connection.
+
+    On this host (``qemu:///system``) disks are qcow2 overlays made by qemu-img next to the
+    machine and the console is a file. On a remote host every file the domain uses lives
+    in the host's storage pool (`harness.machine.libvirt_remote.HostStore`), the console
+    is read over the connection and guests' SSH is reached through ``ssh -W``."""
 
     name = "libvirt"
 
     def __init__(self, uri: str = DEFAULT_URI) -> None:
         self.uri = uri
+        self.host = HostUri.parse(uri)
+        self.host.check_reachable_guests()
         self._conn: Any = None
+        self._store: HostStore | None = None
         self.owner = Owner.me()
+        self.lost: str | None = None  # why the host is unreachable, once it is
+
+    @property
+    def remote(self) -> bool:
+        return self.host.remote
 
     def error(self, what: str, exc: BaseException) -> MachineError:
-        return MachineError(f"libvirt ({self.uri}): {what}: {_message(exc)}")
+        """A MachineError for a failed call; HostUnreachable when the connection died."""
+        message = _message(exc)
+        if self.lost is None and self._conn is not None and self.remote:
+            try:
+                alive = bool(self._conn.isAlive())
+            except Exception:  # noqa: BLE001 - a dead connection may raise instead
+                alive = False
+            if not alive:
+                self.lost = message
+        if self.lost is not None:
+            return HostUnreachable(f"libvirt host {self.uri} is unreachable ({what}: "
+                                   f"{message})")
+        return MachineError(f"libvirt ({self.uri}): {what}: {message}")
 
     @property
     def conn(self) -> Any:
-        """The connection, opened on first use; stale domains of dead runs go then."""
+        """The connection, opened on first use; stale domains and volumes of dead runs go
+        then. Once the host is lost, every call fails at once with the reason."""
+        if self.lost is not None:
+            raise HostUnreachable(f"libvirt host {self.uri} is unreachable ({self.lost})")
         if self._conn is None:
             lv = _libvirt()
+            if self.remote:
+                ensure_event_loop(lv)
             try:
                 self._conn = lv.open(self.uri)
             except lv.libvirtError as exc:
                 raise self.error("cannot connect", exc) from exc
+            if self.remote:
+                self._watch_connection(self._conn, lv)
             removed = sweep_stale_domains(self._conn)
             if removed:
-                log.warning("libvirt: destroyed %d stale domain(s): %s", len(removed),
-                            ", ".join(removed))
+                log.warning("libvirt %s: destroyed %d stale domain(s): %s", self.uri,
+                            len(removed), ", ".join(removed))
+            if self.remote:
+                self._store = HostStore(self.uri, lambda: self.conn, self.owner, lv)
+                self._store.sweep(lambda v: Owner(v.host, v.pid, v.start).alive())
         return self._conn
+
+    def _watch_connection(self, conn: Any, lv: Any) -> None:
+        """Keepalives every 5 s (3 missed: the host is gone) and a close callback, so a
+        host that goes away is noticed within seconds and its machines fail with why."""
+        reasons = {lv.VIR_CONNECT_CLOSE_REASON_ERROR: "connection error",
+                   lv.VIR_CONNECT_CLOSE_REASON_EOF: "connection closed by the host",
+                   lv.VIR_CONNECT_CLOSE_REASON_KEEPALIVE: "no keepalive answer for 15 s"}
+
+        def closed(_conn: Any, reason: int, _opaque: Any) -> None:
+            if reason in reasons and self.lost is None:
+                self.lost = reasons[reason]
+                log.warning("libvirt host %s is unreachable: %s", self.uri, self.lost)
+
+        with contextlib.suppress(lv.libvirtError):
+            conn.setKeepAlive(5, 3)
+        with contextlib.suppress(lv.libvirtError):
+            conn.registerCloseCallback(closed, None)
+
+    @property
+    def store(self) -> HostStore:
+        """The remote host's storage pool (remote URIs only)."""
+        self.conn  # noqa: B018 - connects, which makes the store
+        assert self._store is not None, "a local libvirt URI has no host store"
+        return self._store
 
     def check(self, domain_types: Iterable[str] = ("qemu",)) -> None:
         """Fail now, before any VM starts, when the URI does not answer or cannot run
@@ -330,50 +412,118 @@ class LibvirtBackend:
             conn = self.conn
             for virt_type in domain_types:
                 conn.getDomainCapabilities(EMULATOR, "x86_64", "pc", virt_type, 0)
+            if self.remote:
+                self.store.pool  # noqa: B018 - the pool must be usable too
         except (MachineError, lv.libvirtError) as exc:
+            self.lost = None  # a later check may find it back
+            self._conn = None
             raise ConfigError(f"libvirt backend unusable at {self.uri}: {_message(exc)}",
                               key="--libvirt-uri", value=self.uri) from exc
 
+    def call(self, what: str, fn: Any) -> Any:
+        """`fn()`, with libvirt's errors as MachineError (or HostUnreachable)."""
+        lv = _libvirt()
+        try:
+            return fn()
+        except lv.libvirtError as exc:
+            raise self.error(what, exc) from exc
+
     def create_overlay(self, path: Path, backing: Path, backing_format: str) -> None:
-        QemuBackend().create_overlay(path, backing, backing_format)
+        if not self.remote:
+            QemuBackend().create_overlay(path, backing, backing_format)
+            return
+        placed = read_placeholder(backing)
+        if placed is not None:
+            if placed.uri != self.uri:
+                raise MachineError(f"{backing} is on libvirt host {placed.uri}, "
+                                   f"not {self.uri}")
+            remote, fmt, capacity = placed.path, placed.format, placed.capacity
+        else:
+            remote = self.call(f"uploading {backing}", lambda: self.store.image(backing))
+            fmt, capacity = backing_format, disk_capacity(backing, backing_format)
+        self.call(f"creating the overlay {path.name}",
+                  lambda: self.store.overlay(path, remote, fmt, capacity))
+
+    def place_config(self, config: VmConfig, workdir: Path) -> VmConfig:
+        """`config` with this host's paths: placeholders resolved, other files uploaded
+        (by content, once per host) and writable ones given a run overlay."""
+        def drive(d: Drive) -> Drive:
+            placed = read_placeholder(d.path)
+            if placed is not None:
+                return Drive(Path(placed.path), placed.format, d.readonly)
+            image = self.store.image(d.path)
+            if d.readonly:
+                return Drive(Path(image), d.format, True)
+            over = self.store.overlay(workdir / f"{d.path.name}.overlay", image, d.format,
+                                      disk_capacity(d.path, d.format))
+            return Drive(Path(over.path), "qcow2", False)
+
+        def place() -> VmConfig:
+            kernel = config.kernel
+            if kernel is not None:
+                kernel = KernelBoot(Path(self.store.image(kernel.kernel)),
+                                    Path(self.store.image(kernel.initrd)), kernel.cmdline)
+            fw_cfg = {name: Path(self.store.image(p)) for name, p in config.fw_cfg.items()}
+            return replace(config, drives=tuple(drive(d) for d in config.drives),
+                           kernel=kernel, fw_cfg=MappingProxyType(fw_cfg))
+        return self.call("placing the machine's files", place)  # type: ignore[no-any-return]
 
     def vm(self, config: VmConfig, workdir: Path, console: Path) -> LibvirtVm:
         if config.accel.name == "kvm":
             self.check(("kvm",))
-        return LibvirtVm(self, config, workdir, console)
+        if not self.remote:
+            return LibvirtVm(self, config, workdir, console, workdir / "OVMF_VARS.fd")
+        placed = self.place_config(config, workdir)
+        nvram = Path(self.store.remote_path(self.store.run_name("OVMF_VARS.fd")))
+        return LibvirtVm(self, placed, workdir, console, nvram)
 
     def close(self) -> None:
+        """Remove this run's volumes from a remote host, then disconnect."""
+        if self._store is not None and self.lost is None:
+            with contextlib.suppress(Exception):  # a host that went away keeps them
+                self._store.cleanup()  # until the next run's sweep
         if self._conn is not None:
             with contextlib.suppress(Exception):  # closing a dead connection
                 self._conn.close()
             self._conn = None
+            self._store = None
 
 
 class LibvirtVm:
     """One transient domain; a restore is a new domain from the saved state file."""
 
     def __init__(self, backend: LibvirtBackend, config: VmConfig, workdir: Path,
-                 console: Path) -> None:
+                 console: Path, nvram: Path) -> None:
         self.backend = backend
         self.config = config
         self.workdir = workdir
         self.console = console
+        self.nvram = nvram
         self.name = _domain_name()
         self.ssh_port = 0
         self.dom: Any = None
+        self.mirror: ConsoleMirror | None = None
 
     @property
     def ssh_address(self) -> tuple[str, int]:
         return "127.0.0.1", self.ssh_port
 
     @property
+    def ssh_proxy(self) -> str | None:
+        return self.backend.host.ssh_proxy(self.ssh_port)
+
+    @property
+    def where(self) -> str:
+        return self.backend.uri
+
+    @property
     def log_path(self) -> Path:
         return QEMU_LOG_DIR / f"{self.name}.log"
 
     def xml(self) -> str:
-        return domain_xml(self.config, name=self.name, console=self.console,
-                          ssh_port=self.ssh_port, nvram=self.workdir / "OVMF_VARS.fd",
-                          owner=self.backend.owner)
+        return domain_xml(self.config, name=self.name,
+                          console=None if self.backend.remote else self.console,
+                          ssh_port=self.ssh_port, nvram=self.nvram, owner=self.backend.owner)
 
     def start(self, restore_from: Path | None = None) -> None:
         """Create the domain (cold boot), or restore it paused from a saved state; a port
@@ -384,7 +534,7 @@ class LibvirtVm:
             self.ssh_port = free_port()
             try:
                 if restore_from is None:
-                    self.dom = conn.createXML(self.xml(), 0)
+                    self._create(conn)
                 else:
                     self._restore(conn, restore_from)
                 return
@@ -394,13 +544,26 @@ class LibvirtVm:
                 what = "restoring saved state" if restore_from else "starting the domain"
                 raise self.backend.error(f"{what} {self.name}", exc) from exc
 
+    def _create(self, conn: Any) -> None:
+        if not self.backend.remote:
+            self.dom = conn.createXML(self.xml(), 0)
+            return
+        # paused until the console is open, so the mirror misses nothing of the boot
+        self.dom = conn.createXML(self.xml(), _libvirt().VIR_DOMAIN_START_PAUSED)
+        self.mirror = ConsoleMirror(conn, _libvirt(), self.dom, self.console)
+        self.dom.resume()
+
     def _restore(self, conn: Any, state: Path) -> None:
         lv = _libvirt()
-        saved = conn.saveImageGetXMLDesc(str(state), 0)
+        placed = read_placeholder(state)
+        state_path = placed.path if placed is not None else str(state)
+        saved = conn.saveImageGetXMLDesc(state_path, 0)
         dxml = restore_xml(saved, self.xml())
         self.name = ET.fromstring(dxml).findtext("name") or self.name
-        conn.restoreFlags(str(state), dxml, lv.VIR_DOMAIN_SAVE_PAUSED)
+        conn.restoreFlags(state_path, dxml, lv.VIR_DOMAIN_SAVE_PAUSED)
         self.dom = conn.lookupByName(self.name)
+        if self.backend.remote:
+            self.mirror = ConsoleMirror(conn, lv, self.dom, self.console)
 
     def finish_restore(self, timeout: float) -> None:
         """The state is loaded once restoreFlags returns: let the guest run."""
@@ -411,11 +574,12 @@ class LibvirtVm:
             raise self.backend.error(f"resuming {self.name}", exc) from exc
 
     def running(self) -> bool:
-        if self.dom is None:
+        if self.dom is None or self.backend.lost is not None:
             return False
         try:
             return bool(self.dom.isActive())
-        except Exception:  # noqa: BLE001 - a transient domain that ended is gone
+        except Exception as exc:  # noqa: BLE001 - a transient domain that ended is gone
+            self.backend.error("asking whether it runs", exc)  # notes a lost host
             return False
 
     def reset(self) -> None:
@@ -426,17 +590,28 @@ class LibvirtVm:
             raise self.backend.error(f"resetting {self.name}", exc) from exc
 
     def save_state(self, path: Path) -> None:
-        """libvirt's save: the guest is paused, written to `path`, and the domain ends."""
+        """libvirt's save: the guest is paused, written to `path` (on a remote host, to a
+        run file with a placeholder at `path`), and the domain ends."""
         lv = _libvirt()
+        remote: RemoteFile | None = None
+        target = str(path)
+        if self.backend.remote:
+            store = self.backend.store
+            target = store.remote_path(store.run_name(path.name))
+            remote = RemoteFile(self.backend.uri, target, "save", 0)
         try:
-            self.dom.save(str(path))
+            self.dom.save(target)
         except lv.libvirtError as exc:
-            raise self.backend.error(f"saving {self.name} to {path}", exc) from exc
+            raise self.backend.error(f"saving {self.name} to {target}", exc) from exc
+        if remote is not None:
+            self.backend.store.place(remote, path)
+        self._close_mirror()
 
     def stop(self, timeout: float = 10.0) -> None:
         """End the domain: SIGTERM to QEMU first (like the QEMU backend's QMP `quit`, the
         guest does not shut down), then by force. Safe to call twice."""
         if not self.running():
+            self._close_mirror()
             return
         with contextlib.suppress(Exception):  # graceful may fail or time out: force below
             self.dom.destroyFlags(_libvirt().VIR_DOMAIN_DESTROY_GRACEFUL)
@@ -452,21 +627,20 @@ class LibvirtVm:
             except Exception as exc:  # noqa: BLE001 - it may have ended meanwhile
                 if self.running():
                     raise self.backend.error(f"destroying {self.name}", exc) from exc
+        self._close_mirror()
+
+    def _close_mirror(self) -> None:
+        if self.mirror is not None:
+            self.mirror.close()
+            self.mirror = None
 
     def last_words(self, lines: int = 10) -> str:
         """The tail of QEMU's log as libvirt keeps it (its stderr is in there)."""
+        if self.backend.lost is not None:
+            return f"libvirt host {self.backend.uri} is unreachable ({self.backend.lost})"
+        if self.backend.remote and not self.log_path.exists():
+            return f"(QEMU's log is {self.log_path} on {self.backend.host.host})"
         return file_tail(self.log_path, lines)
 
     def emulator_aborted(self) -> bool:
         return emulator_aborted(self.last_words(5))
-
-
-def select_backend(name: str, uri: str = DEFAULT_URI) -> Backend:
-    """The backend `--backend` names, checked now (ConfigError, exit 2, before any VM)."""
-    if name == "qemu":
-        return QemuBackend()
-    if name == "libvirt":
-        backend = LibvirtBackend(uri)
-        backend.check()
-        return backend
-    raise ConfigError("unknown machine backend", key="--backend", value=name, allowed=BACKENDS)

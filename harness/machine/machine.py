@@ -109,7 +109,8 @@ class Machine:
             self.backend.create_overlay(self.disk, self.spec.root.path, self.spec.root.format)
             self.vm = self.backend.vm(self._vm_config(), self.workdir, self.console_path)
             started = time.monotonic()
-            self.log(f"cold boot ({self.accel.name})")
+            where = f" on {self.vm.where}" if self.vm.where else ""
+            self.log(f"cold boot ({self.accel.name}){where}")
             self.vm.start()
             try:
                 self._wait_for_ssh(timeout, "boot")
@@ -400,7 +401,8 @@ class _BootWatch:
         host, port = vm.ssh_address
         try:
             m.ssh = SshConnection.connect(host, port, m.key.private, user=m.spec.ssh_user,
-                                          host_key=m.host_key, timeout=5 if ready else 2)
+                                          host_key=m.host_key, timeout=5 if ready else 2,
+                                          proxy=vm.ssh_proxy)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             return None

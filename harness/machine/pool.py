@@ -163,3 +163,4 @@ class MachinePool:
         for machine in list(self._live):
             machine.shutdown()
         self._live.clear()
+        self.backend.close()

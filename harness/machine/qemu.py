@@ -82,9 +82,15 @@ class QemuBackend:
     def vm(self, config: VmConfig, workdir: Path, console: Path) -> QemuProcess:
         return QemuProcess(config, workdir, console)
 
+    def close(self) -> None:
+        """Nothing to do: overlays live in the run directory, QEMU dies with us."""
+
 
 class QemuProcess:
     """A QEMU system emulator with a serial console file, QMP socket and SSH port forward."""
+
+    ssh_proxy: str | None = None  # always on this host
+    where = ""
 
     def __init__(self, config: VmConfig, workdir: Path, console: Path) -> None:
         self.config = config

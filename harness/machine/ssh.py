@@ -75,20 +75,31 @@ class SshConnection:
         user: str = "root",
         host_key: str | None = None,
         timeout: float = 10.0,
+        proxy: str | None = None,
     ) -> SshConnection:
+        """Log in to `host`:`port`; with `proxy`, through that command's stdin/stdout
+        (`ssh -W` to a guest port forwarded on a remote libvirt host)."""
         client = paramiko.SSHClient()
         client.set_missing_host_key_policy(_PinnedHostKey(host_key))
-        client.connect(
-            host,
-            port=port,
-            username=user,
-            key_filename=str(key_file),
-            look_for_keys=False,
-            allow_agent=False,
-            timeout=timeout,
-            banner_timeout=timeout,
-            auth_timeout=timeout,
-        )
+        sock = paramiko.ProxyCommand(proxy) if proxy else None
+        try:
+            client.connect(
+                host,
+                port=port,
+                username=user,
+                key_filename=str(key_file),
+                look_for_keys=False,
+                allow_agent=False,
+                timeout=timeout,
+                banner_timeout=timeout,
+                auth_timeout=timeout,
+                sock=sock,  # type: ignore[arg-type]
+            )
+        except BaseException:
+            client.close()
+            if sock is not None:
+                sock.close()
+            raise
         transport = client.get_transport()
         if transport is not None:
             transport.set_keepalive(5)

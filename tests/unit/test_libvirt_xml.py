@@ -19,9 +19,9 @@ from harness.machine.libvirt_backend import (
     forwarded_port,
     process_start_time,
     restore_xml,
-    select_backend,
     sweep_stale_domains,
 )
+from harness.machine.libvirt_hosts import select_backend
 from harness.machine.qemu import OVMF_CODE, OVMF_VARS, QemuBackend
 from harness.targets.boot import Drive, KernelBoot
 
