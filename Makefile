@@ -24,6 +24,8 @@ FIRMWARE ?= uefi
 BACKEND ?= qemu
 LIBVIRT_URI ?= qemu:///system
 PYTEST_ARGS ?=
+# More options for `make bench`, e.g. BENCH_ARGS=--skip-suite (no full-matrix run).
+BENCH_ARGS ?=
 # Machines at once: JOBS=2 runs two targets side by side (pytest-xdist, one worker per
 # target group). Each TCG guest keeps one host core busy, so more than the core count
 # only slows everything down.
@@ -79,7 +81,7 @@ check-image: setup
 	$(BIN)/sysext-harness check $(IMAGE) $(target_args) $(jobs_args_check) $(CHECK_ARGS)
 
 bench: setup
-	$(BIN)/python -m harness.bench $(if $(TARGET),--target '$(TARGET)') --jobs $(JOBS)
+	$(BIN)/python -m harness.bench $(if $(TARGET),--target '$(TARGET)') --jobs $(JOBS) $(backend_args) $(BENCH_ARGS)
 
 clean-cache:
 	rm -rf "$${SYSEXT_HARNESS_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/sysext-harness}"

@@ -1,7 +1,8 @@
 """`make bench`: the figures that matter for speed, measured on this machine.
 
 Prints image build time (cold, in a throw-away cache, and cached), cold boot to SSH-ready,
-snapshot restore to first command, an OS update with its reboot, and the wall time of the
+snapshot restore to first command, an OS update with its reboot (with `--backend libvirt`
+also cold boot, save and restore through libvirt, beside QEMU's), and the wall time of the
 default suite (the full matrix: every scenario on every default target) with its average
 per scenario run. Results also go to artifacts/bench.json.
 """
@@ -17,9 +18,13 @@ import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.machine.backend import Backend
+from harness.machine.libvirt_backend import DEFAULT_URI
+from harness.machine.libvirt_hosts import BACKENDS, select_backend
 from harness.machine.machine import Machine
 from harness.machine.pool import MachinePool
 from harness.machine.rundir import RunDir
@@ -53,10 +58,12 @@ def bench_image_build(target_name: str) -> dict[str, float]:
     return {"image_build_cold_s": round(cold, 2), "image_build_cached_s": round(cached, 4)}
 
 
-def bench_boot_and_restore(target_name: str) -> dict[str, float]:
+def bench_boot_and_restore(target_name: str, backend: Backend | None = None,
+                           prefix: str = "", os_update: bool = True) -> dict[str, float]:
+    """Cold boot, save and restores on `backend` (default: QEMU); keys get `prefix`."""
     target = get_target(target_name)
     run = RunDir()
-    pool = MachinePool(run.path, progress=_say)
+    pool = MachinePool(run.path, progress=_say, backend=backend)
     try:
         pool.snapshot(target)
         times = []
@@ -66,14 +73,15 @@ def bench_boot_and_restore(target_name: str) -> dict[str, float]:
             machine.succeed("true")
             times.append(time.monotonic() - started)
             pool.stop(machine)
-        os_update = bench_os_update(pool, target)
-        return {
-            "os_update_with_reboot_s": round(os_update, 2),
-            "cold_boot_to_ssh_s": round(pool.boot_seconds[target.name], 2),
-            "snapshot_save_s": round(pool.snapshot_seconds[target.name], 2),
-            "restore_to_first_command_s": round(statistics.mean(times), 2),
-            "restore_to_first_command_max_s": round(max(times), 2),
+        results = {
+            f"{prefix}cold_boot_to_ssh_s": round(pool.boot_seconds[target.name], 2),
+            f"{prefix}snapshot_save_s": round(pool.snapshot_seconds[target.name], 2),
+            f"{prefix}restore_to_first_command_s": round(statistics.mean(times), 2),
+            f"{prefix}restore_to_first_command_max_s": round(max(times), 2),
         }
+        if os_update:
+            results[f"{prefix}os_update_with_reboot_s"] = round(bench_os_update(pool, target), 2)
+        return results
     finally:
         pool.close()
         run.cleanup()
@@ -123,7 +131,8 @@ def bench_os_update(pool: MachinePool, target: Target) -> float:
         pool.stop(machine)
 
 
-def bench_suite(target_pattern: str | None, jobs: int = 1) -> dict[str, object]:
+def bench_suite(target_pattern: str | None, jobs: int = 1,
+                backend_args: Sequence[str] = ()) -> dict[str, object]:
     """Run the default scenario suite as `make test-scenario` does and time it."""
     with tempfile.TemporaryDirectory(prefix="sysext-harness-bench-junit-") as tmp:
         junit = Path(tmp) / "junit.xml"
@@ -133,6 +142,7 @@ def bench_suite(target_pattern: str | None, jobs: int = 1) -> dict[str, object]:
             argv += ["--target", target_pattern]
         if jobs > 1:
             argv += ["-n", str(jobs), "--dist", "loadgroup"]
+        argv += backend_args
         started = time.monotonic()
         proc = subprocess.run(argv, cwd=project_root())
         wall = time.monotonic() - started
@@ -162,7 +172,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-suite", action="store_true")
     parser.add_argument("--jobs", type=int, default=1,
                         help="machines at once for the suite run (pytest-xdist workers)")
+    parser.add_argument("--backend", choices=BACKENDS, default="qemu",
+                        help="libvirt: also measure cold boot, save and restore through "
+                             "libvirt (beside QEMU's), and run the suite through it")
+    parser.add_argument("--libvirt-uri", action="append", default=[], metavar="URI")
     args = parser.parse_args(argv)
+    uris = args.libvirt_uri or [DEFAULT_URI]
+    backend_args = (["--backend", "libvirt"] + [a for u in uris for a in ("--libvirt-uri", u)]
+                    if args.backend == "libvirt" else [])
 
     results: dict[str, object] = {"date": time.strftime("%Y-%m-%d %H:%M"),
                                   "boot_target": args.boot_target, "cpus": os.cpu_count()}
@@ -170,12 +187,17 @@ def main(argv: list[str] | None = None) -> int:
     results.update(bench_image_build(args.boot_target))
     _say("cold boot and snapshot restores")
     results.update(bench_boot_and_restore(args.boot_target))
+    if args.backend == "libvirt":
+        _say(f"cold boot and snapshot restores through libvirt ({uris[0]})")
+        results.update(bench_boot_and_restore(
+            args.boot_target, select_backend("libvirt", uris[:1]), prefix="libvirt_",
+            os_update=False))
     _say("cold boots of the same target exported as a disk (UEFI, BIOS)")
     results.update(bench_exported_boots(args.boot_target))
     if not args.skip_suite:
         _say("default scenario suite")
         results["suite_jobs"] = args.jobs
-        results.update(bench_suite(args.target, args.jobs))
+        results.update(bench_suite(args.target, args.jobs, backend_args))
 
     out = project_root() / "artifacts" / "bench.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -193,6 +215,12 @@ def main(argv: list[str] | None = None) -> int:
         "restore_to_first_command_s": f"snapshot restore to first command (mean of {RESTORES})",
         "restore_to_first_command_max_s": "snapshot restore to first command (max)",
         "os_update_with_reboot_s": "OS update (switch /usr slot, reboot, SSH on slot B)",
+        "libvirt_cold_boot_to_ssh_s": "libvirt: cold boot to SSH-ready",
+        "libvirt_snapshot_save_s": "libvirt: snapshot save",
+        "libvirt_restore_to_first_command_s":
+            f"libvirt: snapshot restore to first command (mean of {RESTORES})",
+        "libvirt_restore_to_first_command_max_s":
+            "libvirt: snapshot restore to first command (max)",
         "suite_wall_s": "full matrix wall time (default suite, default targets)",
         "suite_scenario_runs": "scenario runs (scenario x target)",
         "suite_avg_per_scenario_s": "average per scenario run (incl. cold boots)",

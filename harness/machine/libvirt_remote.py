@@ -53,7 +53,7 @@ SSH_TRANSPORTS = ("ssh", "libssh", "libssh2")
 IMAGE_PREFIX = "img_"
 RUN_PREFIX = "run_"
 DONE_SUFFIX = ".done"
-UPLOAD_WAIT_SECONDS = 1800.0
+_RUN_NUMBERS = itertools.count(1)  # itertools.count is atomic under the GIL
 
 
 # ----- URIs ---------------------------------------------------------------------------------
@@ -247,8 +247,6 @@ class HostStore:
         self.owner = owner
         self.lv = libvirt
         self._pool: Any = None
-        self._names = itertools.count(1)
-        self._lock = threading.Lock()
         self._registries: set[Path] = set()
         self.prefix = f"{RUN_PREFIX}{owner.host}_{owner.pid}_{owner.start}_"
 
@@ -324,8 +322,9 @@ class HostStore:
 
     # -- run volumes --
     def run_name(self, label: str) -> str:
-        with self._lock:
-            return f"{self.prefix}{next(self._names)}_{label}"
+        """A name no other volume of this process has, on any host (two URIs may reach
+        one daemon)."""
+        return f"{self.prefix}{next(_RUN_NUMBERS)}_{label}"
 
     def overlay(self, local: Path, backing: str, backing_format: str, capacity: int
                 ) -> RemoteFile:

@@ -123,7 +123,8 @@ class MachinePool:
         started = time.monotonic()
         machine = Machine.restore(snap, workdir, self.key, backend=self.backend,
                                   logger=logger or self.progress)
-        machine.log(f"restored from snapshot in {time.monotonic() - started:.1f} s")
+        where = f" on {machine.vm.where}" if machine.vm is not None and machine.vm.where else ""
+        machine.log(f"restored from snapshot in {time.monotonic() - started:.1f} s{where}")
         self._live.append(machine)
         return machine
 

@@ -94,7 +94,9 @@ class LoopbackSshd:
 
     def kill(self) -> None:
         """The host goes away: sshd and every login it serves (libvirt's connection and
-        the guests' `ssh -W` tunnels)."""
+        the guests' `ssh -W` tunnels). Safe to call twice."""
+        if self.proc.poll() is not None:
+            return
         for pid in [*descendants(self.proc.pid), self.proc.pid]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
