@@ -78,7 +78,7 @@ IMAGE ?=
 CHECK_ARGS ?=
 check-image: setup
 	@if [ -z '$(IMAGE)' ]; then echo "error: IMAGE: missing; give the image to check: make check-image IMAGE=path/to/ext.raw" >&2; exit 2; fi
-	$(BIN)/sysext-harness check $(IMAGE) $(target_args) $(jobs_args_check) $(CHECK_ARGS)
+	$(BIN)/sysext-harness check $(IMAGE) $(target_args) $(jobs_args_check) $(backend_args) $(CHECK_ARGS)
 
 bench: setup
 	$(BIN)/python -m harness.bench $(if $(TARGET),--target '$(TARGET)') --jobs $(JOBS) $(backend_args) $(BENCH_ARGS)

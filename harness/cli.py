@@ -221,6 +221,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
             "-p", "no:cacheprovider", "--artifacts", str(artifacts), *target_args(targets)]
     if args.jobs > 1:
         argv += ["-n", str(args.jobs), "--dist", "loadgroup"]
+    argv += ["--backend", args.backend]
+    for uri in args.libvirt_uri:
+        argv += ["--libvirt-uri", uri]
     code = int(pytest.main(argv))
     if code == pytest.ExitCode.NO_TESTS_COLLECTED:
         print("error: the check applies to none of the targets (see the reasons above)",
@@ -351,6 +354,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="artifact root; the scenario goes to DIR/check (default: %(default)s)")
     p.add_argument("-j", "--jobs", type=int, default=1,
                    help="machines at once (pytest-xdist; default: %(default)s)")
+    p.add_argument("--backend", choices=("qemu", "libvirt"), default="qemu",
+                   help="what runs the VMs (default: %(default)s; docs/libvirt.md)")
+    p.add_argument("--libvirt-uri", action="append", default=[], metavar="URI",
+                   help="libvirt connection for --backend libvirt (repeatable: several "
+                        "hosts; default: qemu:///system)")
     p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser("test", help="run scenarios (arguments go to pytest)")
