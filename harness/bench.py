@@ -35,6 +35,7 @@ from harness.targets.model import Target
 from harness.targets.registry import get_target
 
 RESTORES = 5
+COMMANDS = 20
 
 
 def _say(message: str) -> None:
@@ -74,6 +75,7 @@ def bench_boot_and_restore(target_name: str, backend: Backend | None = None,
             times.append(time.monotonic() - started)
             pool.stop(machine)
         results = {
+            **bench_commands(pool, target, prefix),
             f"{prefix}cold_boot_to_ssh_s": round(pool.boot_seconds[target.name], 2),
             f"{prefix}snapshot_save_s": round(pool.snapshot_seconds[target.name], 2),
             f"{prefix}restore_to_first_command_s": round(statistics.mean(times), 2),
@@ -85,6 +87,26 @@ def bench_boot_and_restore(target_name: str, backend: Backend | None = None,
     finally:
         pool.close()
         run.cleanup()
+
+
+def bench_commands(pool: MachinePool, target: Target, prefix: str = "") -> dict[str, float]:
+    """The cost of one guest command (`true`) over the persistent shell and as an SSH exec
+    of its own, the mean of COMMANDS each, on one restored machine."""
+    machine = pool.start(target, pool.workdir("bench-commands"))
+    try:
+        assert machine.ssh is not None
+        ssh = machine.ssh
+        ssh.execute("true")  # the shell is started by the first command
+        results = {}
+        for key, run in (("command_shell_s", lambda: ssh.execute("true")),
+                         ("command_exec_s", lambda: ssh.exec_command("true"))):
+            started = time.monotonic()
+            for _ in range(COMMANDS):
+                run()
+            results[f"{prefix}{key}"] = round((time.monotonic() - started) / COMMANDS, 3)
+        return results
+    finally:
+        pool.stop(machine)
 
 
 def bench_exported_boots(target_name: str) -> dict[str, float]:
@@ -211,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
             "exported disk, UEFI: cold boot to first command",
         "export_bios_cold_boot_to_first_command_s":
             "exported disk, BIOS: cold boot to first command",
+        "command_shell_s": f"guest command, persistent shell (mean of {COMMANDS})",
+        "command_exec_s": f"guest command, SSH exec of its own (mean of {COMMANDS})",
         "snapshot_save_s": "snapshot save",
         "restore_to_first_command_s": f"snapshot restore to first command (mean of {RESTORES})",
         "restore_to_first_command_max_s": "snapshot restore to first command (max)",

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import logging
 import os
+import select
 import shlex
 import tarfile
 import time
@@ -64,6 +66,8 @@ class SshConnection:
         self.port = port
         self.user = user
         self.sudo = user != "root"
+        self.use_shell = os.environ.get("SYSEXT_HARNESS_SSH_EXEC", "") != "1"
+        self._shell: GuestShell | None = None
 
     @classmethod
     def connect(
@@ -117,8 +121,21 @@ class SshConnection:
 
     def execute(self, command: str, timeout: float = 120.0, stdin: bytes | None = None
                 ) -> CommandResult:
-        """Run `command` as root via the login shell; raise MachineError if it outlives
-        `timeout` (the error names the command as given, without the sudo wrapper)."""
+        """Run `command` as root; raise MachineError if it outlives `timeout` (the error
+        names the command as given, without the sudo wrapper).
+
+        Commands without stdin go to the connection's persistent shell (`GuestShell`):
+        no new SSH channel, login shell or sudo per command. With stdin, or with
+        `$SYSEXT_HARNESS_SSH_EXEC=1`, each command is an SSH exec of its own."""
+        if stdin is None and self.use_shell:
+            if self._shell is None or not self._shell.usable:
+                self._shell = GuestShell(self, timeout)
+            return self._shell.run(command, timeout)
+        return self.exec_command(command, timeout, stdin)
+
+    def exec_command(self, command: str, timeout: float = 120.0, stdin: bytes | None = None
+                     ) -> CommandResult:
+        """`command` as an SSH exec of its own, through the login shell (and sudo)."""
         shown = command
         command = self.as_root(command)
         transport = self.client.get_transport()
@@ -205,4 +222,78 @@ class SshConnection:
             raise MachineError(f"copying {local} to {remote} failed: {res.stderr.strip()}")
 
     def close(self) -> None:
+        if self._shell is not None:
+            self._shell.close()
+            self._shell = None
         self.client.close()
+
+
+class GuestShell:
+    """One long-lived root `sh` on an SSH channel, running commands one after another.
+
+    An SSH exec per command costs about 0.2 s under TCG, most of it the guest starting a
+    session, a login shell and (for a distribution's user) sudo. Here each command costs a
+    subshell: ``( eval 'COMMAND' ) </dev/null``, so `exit`, `cd` and variables stay in it
+    and it cannot read the shell's own input, then markers with a random token end its
+    stdout and stderr and carry its exit status. A command that outlives its timeout, or a
+    connection that drops (a reboot), ends the shell; the next command starts a new one.
+    """
+
+    def __init__(self, conn: SshConnection, timeout: float) -> None:
+        transport = conn.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise MachineError("SSH connection is closed")
+        self.transport = transport
+        try:
+            self.chan = transport.open_session(timeout=timeout)
+            self.chan.exec_command("sudo -n sh" if conn.sudo else "sh")
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise MachineError(f"SSH channel for the guest shell failed ({exc})") from exc
+        self.usable = True
+        self.out = bytearray()
+        self.err = bytearray()
+
+    def run(self, command: str, timeout: float) -> CommandResult:
+        token = os.urandom(8).hex()
+        out_mark, err_mark = f"\n{token} ".encode(), f"\n{token}\n".encode()
+        script = (f"( eval {shlex.quote(command)} ) </dev/null; _sh_rc=$?; "
+                  f"printf '\\n%s\\n' {token} >&2; "
+                  f"printf '\\n%s %d\\n' {token} $_sh_rc\n")
+        try:
+            self.chan.sendall(script.encode())
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            self.close()
+            raise MachineError(f"SSH channel failed ({exc}): {command}") from exc
+        deadline = Deadline(timeout)
+        while True:
+            self._drain()
+            out_at, err_at = self.out.find(out_mark), self.err.find(err_mark)
+            if out_at >= 0 and self.out.find(b"\n", out_at + len(out_mark)) >= 0 \
+                    and err_at >= 0:
+                break
+            if self.chan.closed or self.chan.exit_status_ready() \
+                    or not self.transport.is_active():
+                self.close()
+                raise MachineError(f"SSH connection lost while running: {command}")
+            if deadline.expired():
+                self.close()
+                raise MachineError(f"command timed out after {timeout:.0f}s: {command}")
+            select.select([self.chan], [], [], min(0.5, max(deadline.remaining(), 0.01)))
+        end = self.out.find(b"\n", out_at + len(out_mark))
+        status = int(self.out[out_at + len(out_mark):end])
+        stdout, stderr = bytes(self.out[:out_at]), bytes(self.err[:err_at])
+        del self.out[:end + 1]
+        del self.err[:err_at + len(err_mark)]
+        return CommandResult(status, stdout.decode(errors="replace"),
+                             stderr.decode(errors="replace"))
+
+    def _drain(self) -> None:
+        while self.chan.recv_ready():
+            self.out += self.chan.recv(65536)
+        while self.chan.recv_stderr_ready():
+            self.err += self.chan.recv_stderr(65536)
+
+    def close(self) -> None:
+        self.usable = False
+        with contextlib.suppress(Exception):
+            self.chan.close()
