@@ -12,10 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -60,7 +62,7 @@ def bench_image_build(target_name: str) -> dict[str, float]:
 
 
 def bench_boot_and_restore(target_name: str, backend: Backend | None = None,
-                           prefix: str = "", os_update: bool = True) -> dict[str, float]:
+                           prefix: str = "", os_update: bool = True) -> dict[str, object]:
     """Cold boot, save and restores on `backend` (default: QEMU); keys get `prefix`."""
     target = get_target(target_name)
     run = RunDir()
@@ -74,7 +76,7 @@ def bench_boot_and_restore(target_name: str, backend: Backend | None = None,
             machine.succeed("true")
             times.append(time.monotonic() - started)
             pool.stop(machine)
-        results = {
+        results: dict[str, object] = {
             **bench_commands(pool, target, prefix),
             f"{prefix}cold_boot_to_ssh_s": round(pool.boot_seconds[target.name], 2),
             f"{prefix}snapshot_save_s": round(pool.snapshot_seconds[target.name], 2),
@@ -83,6 +85,7 @@ def bench_boot_and_restore(target_name: str, backend: Backend | None = None,
         }
         if os_update:
             results[f"{prefix}os_update_with_reboot_s"] = round(bench_os_update(pool, target), 2)
+            results.update(bench_boot_profile(pool, target))
         return results
     finally:
         pool.close()
@@ -106,6 +109,66 @@ def bench_commands(pool: MachinePool, target: Target, prefix: str = "") -> dict[
             results[f"{prefix}{key}"] = round((time.monotonic() - started) / COMMANDS, 3)
         return results
     finally:
+        pool.stop(machine)
+
+
+_RESTARTING = "reboot: Restarting system"  # the kernel's last line before the reset
+_STARTUP = re.compile(r"(?:(\d+)min )?(\d+(?:\.\d+)?)(ms|s) \((kernel|initrd|userspace)\)")
+
+
+def _seconds(minutes: str | None, value: str, unit: str) -> float:
+    return int(minutes or 0) * 60 + float(value) / (1000 if unit == "ms" else 1)
+
+
+def startup_phases(analyze_time: str) -> dict[str, float]:
+    """kernel/initrd/userspace seconds from `systemd-analyze time` ("Startup finished in
+    1.2s (kernel) + 862ms (initrd) + 1min 2.3s (userspace) = ...")."""
+    return {m.group(4): round(_seconds(m.group(1), m.group(2), m.group(3)), 2)
+            for m in _STARTUP.finditer(analyze_time)}
+
+
+def bench_boot_profile(pool: MachinePool, target: Target) -> dict[str, object]:
+    """Where a reboot's time goes, phase by phase: the shutdown (from `systemctl reboot`
+    to the kernel's reset), then kernel, initrd and userspace as the guest's
+    `systemd-analyze time` counts them, then from the console's readiness line to the
+    first SSH command; with the units that took longest."""
+    machine = pool.start(target, pool.workdir("bench-boot-profile"))
+    ready_line = machine.spec.readiness.ready_line or ""
+    seen: dict[str, float] = {}
+    stop = threading.Event()
+    start_offset = len(machine.console_log())
+
+    def watch() -> None:
+        while not stop.is_set():
+            text = machine.console_log()[start_offset:]
+            for name, line in (("restart", _RESTARTING), ("ready", ready_line)):
+                if name not in seen and line and line in text:
+                    seen[name] = time.monotonic()
+            stop.wait(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    try:
+        watcher.start()
+        started = time.monotonic()
+        machine.reboot()
+        answered = time.monotonic()
+        stop.set()
+        watcher.join()
+        machine.settle()
+        phases = startup_phases(machine.succeed("systemd-analyze time"))
+        blame = machine.succeed("systemd-analyze blame --no-pager | head -n 5")
+        profile: dict[str, object] = {
+            "reboot_total_s": round(answered - started, 2),
+            "reboot_shutdown_s": round(seen.get("restart", started) - started, 2),
+            **{f"reboot_{phase}_s": secs for phase, secs in phases.items()},
+        }
+        if "ready" in seen:
+            profile["reboot_ready_line_to_ssh_s"] = round(answered - seen["ready"], 2)
+        profile["reboot_slowest_units"] = [" ".join(line.split())
+                                           for line in blame.splitlines()]
+        return profile
+    finally:
+        stop.set()
         pool.stop(machine)
 
 
@@ -245,6 +308,12 @@ def main(argv: list[str] | None = None) -> int:
             f"libvirt: snapshot restore to first command (mean of {RESTORES})",
         "libvirt_restore_to_first_command_max_s":
             "libvirt: snapshot restore to first command (max)",
+        "reboot_total_s": "reboot: `systemctl reboot` to the first command",
+        "reboot_shutdown_s": "  shutdown (to the kernel's reset)",
+        "reboot_kernel_s": "  kernel (systemd-analyze)",
+        "reboot_initrd_s": "  initrd (systemd-analyze)",
+        "reboot_userspace_s": "  userspace to the default target (systemd-analyze)",
+        "reboot_ready_line_to_ssh_s": "  readiness line to the first command",
         "suite_wall_s": "full matrix wall time (default suite, default targets)",
         "suite_scenario_runs": "scenario runs (scenario x target)",
         "suite_avg_per_scenario_s": "average per scenario run (incl. cold boots)",
@@ -255,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
             value = results[key]
             unit = " s" if key.endswith("_s") else ""
             print(f"{label:<55} {value}{unit}")
+    slowest = results.get("reboot_slowest_units", [])
+    if isinstance(slowest, list) and slowest:
+        print("  slowest units in that boot: " + "; ".join(slowest))
     per_target = results.get("suite_seconds_per_target", {})
     for target, seconds in (per_target.items() if isinstance(per_target, dict) else ()):
         print(f"  scenario runs on {target:<36} {seconds} s")
