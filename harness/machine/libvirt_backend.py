@@ -340,16 +340,20 @@ class LibvirtBackend:
     def remote(self) -> bool:
         return self.host.remote
 
-    def error(self, what: str, exc: BaseException) -> MachineError:
-        """A MachineError for a failed call; HostUnreachable when the connection died."""
-        message = _message(exc)
+    def note_if_lost(self, reason: str) -> None:
+        """After a failed call: when a remote connection has died, the host is lost."""
         if self.lost is None and self._conn is not None and self.remote:
             try:
                 alive = bool(self._conn.isAlive())
             except Exception:  # noqa: BLE001 - a dead connection may raise instead
                 alive = False
             if not alive:
-                self.lost = message
+                self.lost = reason
+
+    def error(self, what: str, exc: BaseException) -> MachineError:
+        """A MachineError for a failed call; HostUnreachable when the connection died."""
+        message = _message(exc)
+        self.note_if_lost(message)
         if self.lost is not None:
             return HostUnreachable(f"libvirt host {self.uri} is unreachable ({what}: "
                                    f"{message})")
@@ -432,30 +436,29 @@ class LibvirtBackend:
         if not self.remote:
             QemuBackend().create_overlay(path, backing, backing_format)
             return
-        placed = read_placeholder(backing)
-        if placed is not None:
-            if placed.uri != self.uri:
-                raise MachineError(f"{backing} is on libvirt host {placed.uri}, "
-                                   f"not {self.uri}")
-            remote, fmt, capacity = placed.path, placed.format, placed.capacity
-        else:
-            remote = self.call(f"uploading {backing}", lambda: self.store.image(backing))
-            fmt, capacity = backing_format, disk_capacity(backing, backing_format)
+        disk = self.call(f"uploading {backing}", lambda: self.on_host(backing, backing_format))
         self.call(f"creating the overlay {path.name}",
-                  lambda: self.store.overlay(path, remote, fmt, capacity))
+                  lambda: self.store.overlay(path, disk.path, disk.format, disk.capacity))
+
+    def on_host(self, local: Path, fmt: str) -> RemoteFile:
+        """The host's copy of a local disk: what its placeholder names, or its content
+        uploaded (once per host)."""
+        placed = read_placeholder(local)
+        if placed is None:
+            return RemoteFile(self.uri, self.store.image(local), fmt, disk_capacity(local, fmt))
+        if placed.uri != self.uri:
+            raise MachineError(f"{local} is on libvirt host {placed.uri}, not {self.uri}")
+        return placed
 
     def place_config(self, config: VmConfig, workdir: Path) -> VmConfig:
         """`config` with this host's paths: placeholders resolved, other files uploaded
         (by content, once per host) and writable ones given a run overlay."""
         def drive(d: Drive) -> Drive:
-            placed = read_placeholder(d.path)
-            if placed is not None:
-                return Drive(Path(placed.path), placed.format, d.readonly)
-            image = self.store.image(d.path)
-            if d.readonly:
-                return Drive(Path(image), d.format, True)
-            over = self.store.overlay(workdir / f"{d.path.name}.overlay", image, d.format,
-                                      disk_capacity(d.path, d.format))
+            disk = self.on_host(d.path, d.format)
+            if d.readonly or read_placeholder(d.path) is not None:
+                return Drive(Path(disk.path), disk.format, d.readonly)
+            over = self.store.overlay(workdir / f"{d.path.name}.overlay", disk.path,
+                                      disk.format, disk.capacity)
             return Drive(Path(over.path), "qcow2", False)
 
         def place() -> VmConfig:
@@ -579,7 +582,7 @@ class LibvirtVm:
         try:
             return bool(self.dom.isActive())
         except Exception as exc:  # noqa: BLE001 - a transient domain that ended is gone
-            self.backend.error("asking whether it runs", exc)  # notes a lost host
+            self.backend.note_if_lost(_message(exc))
             return False
 
     def reset(self) -> None:

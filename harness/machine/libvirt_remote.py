@@ -248,6 +248,7 @@ class HostStore:
         self.lv = libvirt
         self._pool: Any = None
         self._registries: set[Path] = set()
+        self._uploaded: set[str] = set()  # image volumes known to be complete on the host
         self.prefix = f"{RUN_PREFIX}{owner.host}_{owner.pid}_{owner.start}_"
 
     # -- the pool --
@@ -299,15 +300,18 @@ class HostStore:
 
     # -- images --
     def image(self, local: Path) -> str:
-        """The remote path of `local`'s content, uploaded the first time any run needs it."""
+        """The remote path of `local`'s content, uploaded the first time any run needs it.
+        Found once per process: every restore places the same kernel and disks again."""
         name = image_volume_name(local)
-        done = name + DONE_SUFFIX
-        if self._volume(done) is None:
-            with _upload_lock(name):
-                self.pool.refresh(0)  # another run on this host may have finished it
-                if self._volume(done) is None:
-                    self._upload_image(local, name)
-                    self._create(done, 0)
+        if name not in self._uploaded:
+            done = name + DONE_SUFFIX
+            if self._volume(done) is None:
+                with _upload_lock(name):
+                    self.pool.refresh(0)  # another run on this host may have finished it
+                    if self._volume(done) is None:
+                        self._upload_image(local, name)
+                        self._create(done, 0)
+            self._uploaded.add(name)
         return self.remote_path(name)
 
     def _upload_image(self, local: Path, name: str) -> None:

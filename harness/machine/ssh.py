@@ -268,8 +268,8 @@ class GuestShell:
         while True:
             self._drain()
             out_at, err_at = self.out.find(out_mark), self.err.find(err_mark)
-            if out_at >= 0 and self.out.find(b"\n", out_at + len(out_mark)) >= 0 \
-                    and err_at >= 0:
+            end = self.out.find(b"\n", out_at + len(out_mark)) if out_at >= 0 else -1
+            if end >= 0 and err_at >= 0:
                 break
             if self.chan.closed or self.chan.exit_status_ready() \
                     or not self.transport.is_active():
@@ -279,7 +279,6 @@ class GuestShell:
                 self.close()
                 raise MachineError(f"command timed out after {timeout:.0f}s: {command}")
             select.select([self.chan], [], [], min(0.5, max(deadline.remaining(), 0.01)))
-        end = self.out.find(b"\n", out_at + len(out_mark))
         status = int(self.out[out_at + len(out_mark):end])
         stdout, stderr = bytes(self.out[:out_at]), bytes(self.err[:err_at])
         del self.out[:end + 1]
