@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 BOOT_TIMEOUT = 600.0  # cold boot under TCG takes ~20-25 s; leave room for a loaded host
 RESTORE_TIMEOUT = 120.0
+# How `reboot()` may end the running boot (see there).
+SHUTDOWNS = ("clean", "reset")
 # systemd's own words for a boot that has failed for good: stop waiting at once. A boot
 # spec adds its image's own (e.g. the reference initramfs's failure marker).
 _EMERGENCY = ("You are in emergency mode", "Give root password for maintenance",
@@ -294,14 +296,28 @@ class Machine:
     def boot_id(self) -> str:
         return self.succeed("cat /proc/sys/kernel/random/boot_id").strip()
 
-    def reboot(self, timeout: float | None = None) -> None:
-        """Reboot the guest and wait until it answers again with a new boot id."""
+    def reboot(self, timeout: float | None = None, *, shutdown: str = "clean") -> None:
+        """Reboot the guest and wait until it answers again with a new boot id.
+
+        shutdown="clean": `systemctl reboot` (units stop, file systems unmount).
+        shutdown="reset": `sync`, then a hardware reset, like a power cut right after the
+        disks were flushed. The next boot sees the same files; what it skips is the
+        shutdown itself (about 1.5 s and several CPU seconds under TCG)."""
+        if shutdown not in SHUTDOWNS:
+            raise ValueError(f"shutdown={shutdown!r}: expected one of {', '.join(SHUTDOWNS)}")
         timeout = timeout or self.spec.boot_timeout or BOOT_TIMEOUT
         before = self.boot_id()
-        self.log("reboot")
-        with contextlib.suppress(MachineError):  # the connection may drop mid-command
-            self.execute("systemctl reboot", timeout=10)
-        self._close_ssh()
+        if shutdown == "reset":
+            assert self.vm is not None
+            self.log("reboot (sync, then reset)")
+            self.succeed("sync")
+            self._close_ssh()
+            self.vm.reset()
+        else:
+            self.log("reboot")
+            with contextlib.suppress(MachineError):  # the connection may drop mid-command
+                self.execute("systemctl reboot", timeout=10)
+            self._close_ssh()
         deadline = Deadline(timeout)
 
         def rebooted() -> bool | None:

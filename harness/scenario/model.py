@@ -416,8 +416,19 @@ class ChannelStep(Step):
         return f"{self.verb} {self.component} {self.version}"
 
 
+# How a scenario's reboots end the running boot (`shutdown:` on reboot, os_update and
+# os_rollback): "reset" syncs the disks and resets the machine, "clean" runs `systemctl
+# reboot` (units stop, file systems unmount). A reset is the default because sysext
+# semantics are decided at boot, and it saves the shutdown's emulated time (docs/targets.md);
+# a scenario about what happens at shutdown asks for "clean".
+SHUTDOWNS = ("reset", "clean")
+DEFAULT_SHUTDOWN = "reset"
+
+
 @dataclass(frozen=True, kw_only=True)
 class RebootStep(Step):
+    shutdown: str = DEFAULT_SHUTDOWN  # one of SHUTDOWNS
+
     @property
     def action(self) -> str:
         return "reboot"
@@ -433,6 +444,7 @@ class OsUpdateStep(Step):
     slot A): switch the slot, then reboot. /etc, /var and /opt persist."""
 
     slot: str  # "B" for os_update, "A" for os_rollback
+    shutdown: str = DEFAULT_SHUTDOWN  # one of SHUTDOWNS
 
     @property
     def action(self) -> str:

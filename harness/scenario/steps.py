@@ -33,6 +33,8 @@ from harness.scenario.expectations import (
     parse_expect,
 )
 from harness.scenario.model import (
+    DEFAULT_SHUTDOWN,
+    SHUTDOWNS,
     SWITCH_USR_SLOT,
     SYSEXT_VERBS,
     ChannelStep,
@@ -88,7 +90,7 @@ class Machine(Protocol):
 
     def copy_to(self, local: Path, remote: str) -> None: ...
 
-    def reboot(self) -> None: ...
+    def reboot(self, timeout: float | None = None, *, shutdown: str = "clean") -> None: ...
 
     def log(self, message: str) -> None: ...
 
@@ -390,19 +392,33 @@ def _no_argument(ctx: Ctx, s: StepSource) -> bool:
     return False
 
 
+def _parse_shutdown(ctx: Ctx, s: StepSource) -> str | None:
+    """The step's `shutdown:` (how the running boot ends), DEFAULT_SHUTDOWN if absent."""
+    value = s.raw.get("shutdown", DEFAULT_SHUTDOWN)
+    if value not in SHUTDOWNS:
+        ctx.error(s.sub("shutdown"), "unknown way to end the boot", value,
+                  allowed=", ".join(SHUTDOWNS))
+        return None
+    return str(value)
+
+
 def _parse_reboot(ctx: Ctx, s: StepSource) -> RebootStep | None:
-    return RebootStep(**s.common) if _no_argument(ctx, s) else None
+    shutdown = _parse_shutdown(ctx, s)
+    if not _no_argument(ctx, s) or shutdown is None:
+        return None
+    return RebootStep(shutdown=shutdown, **s.common)
 
 
 def _run_reboot(run: RunContext, step: RebootStep) -> None:
-    run.log.write("(reboot)")
-    run.machine.reboot()
+    run.log.write(f"(reboot, shutdown: {step.shutdown})")
+    run.machine.reboot(shutdown=step.shutdown)
 
 
 def _parse_os_update(ctx: Ctx, s: StepSource) -> OsUpdateStep | None:
-    if not _no_argument(ctx, s):
+    shutdown = _parse_shutdown(ctx, s)
+    if not _no_argument(ctx, s) or shutdown is None:
         return None
-    return OsUpdateStep(slot=OS_UPDATE_SLOTS[s.action], **s.common)
+    return OsUpdateStep(slot=OS_UPDATE_SLOTS[s.action], shutdown=shutdown, **s.common)
 
 
 def _run_os_update(run: RunContext, step: OsUpdateStep) -> None:
@@ -410,8 +426,8 @@ def _run_os_update(run: RunContext, step: OsUpdateStep) -> None:
     scenario that silently stayed on the old OS would test nothing."""
     run.machine.log(f"{step.action}: switching /usr to slot {step.slot}, then reboot")
     run.setup(step, step.command)
-    run.log.write(f"(reboot into /usr slot {step.slot})")
-    run.machine.reboot()
+    run.log.write(f"(reboot into /usr slot {step.slot}, shutdown: {step.shutdown})")
+    run.machine.reboot(shutdown=step.shutdown)
     check = f"{SWITCH_USR_SLOT} --current"
     result = run.guest(check, step.timeout)
     if result.exit_code != 0 or result.stdout.strip() != step.slot:
@@ -481,8 +497,9 @@ _KINDS: tuple[StepKind[Any], ...] = (
     StepKind(SYSEXT_VERBS, _parse_sysext_verb, _run_command, bare=True, command=True),
     StepKind(("sysext",), _parse_sysext, _run_command, command=True),
     StepKind(("run",), _parse_run, _run_command, command=True),
-    StepKind(("reboot",), _parse_reboot, _run_reboot, bare=True),
-    StepKind(tuple(OS_UPDATE_SLOTS), _parse_os_update, _run_os_update, bare=True),
+    StepKind(("reboot",), _parse_reboot, _run_reboot, bare=True, keys=("shutdown",)),
+    StepKind(tuple(OS_UPDATE_SLOTS), _parse_os_update, _run_os_update, bare=True,
+             keys=("shutdown",)),
     StepKind(("sysupdate",), _parse_sysupdate, _run_command, command=True),
     StepKind(("publish", "tamper"), _parse_channel, _run_channel),
     StepKind(("trust_certificate",), _parse_trust, _run_trust, bare=True),

@@ -112,11 +112,21 @@ def test_restore_starts_fresh_with_synced_clock(harness, target) -> None:  # typ
         harness.pool.stop(second)
 
 
-def test_reboot_keeps_state(machine) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("shutdown", ["clean", "reset"])
+def test_reboot_keeps_state(machine, shutdown: str) -> None:  # type: ignore[no-untyped-def]
+    """Both ways to end a boot keep what was written; only the clean one shuts down (the
+    kernel's "reboot: Restarting system" comes at the end of `systemctl reboot`)."""
     before = machine.boot_id()
+    seen = len(machine.console_log())
     machine.succeed("echo kept > /etc/kept && echo kept > /var/kept && echo kept > /opt/kept")
-    machine.reboot()
+    machine.reboot(shutdown=shutdown)
     assert machine.boot_id() != before
     assert machine.succeed("cat /etc/kept /var/kept /opt/kept").split() == ["kept"] * 3
     machine.fail("touch /usr/lib/x")
-    assert "reboot" in machine.console_log() or machine.console_log()
+    shut_down = "reboot: Restarting system" in machine.console_log()[seen:]
+    assert shut_down == (shutdown == "clean"), machine.console_log()[seen:][-2000:]
+
+
+def test_reboot_refuses_an_unknown_shutdown(machine) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match="clean, reset"):
+        machine.reboot(shutdown="halt")

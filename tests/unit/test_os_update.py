@@ -367,6 +367,7 @@ class SlotMachine:
     switch_fails: bool = False
     events: list[str] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
+    shutdowns: list[str] = field(default_factory=list)
 
     def execute(self, command: str, timeout: float = 120) -> Result:
         self.events.append(f"exec {command}")
@@ -388,7 +389,8 @@ class SlotMachine:
     def copy_to(self, local: Path, remote: str) -> None:
         self.events.append(f"copy {remote}")
 
-    def reboot(self) -> None:
+    def reboot(self, timeout: float | None = None, *, shutdown: str = "clean") -> None:
+        self.shutdowns.append(shutdown)
         self.events.append("reboot")
         if self.boots_into_next:
             self.slot = self.next_slot
@@ -406,6 +408,17 @@ def _target():  # type: ignore[no-untyped-def]
     return SimpleNamespace(name="refos-257-flatcar", systemd_version=257,
                            persona=SimpleNamespace(name="flatcar"),
                            default_extension_dir="/etc/extensions")
+
+
+def test_a_clean_shutdown_is_asked_for_per_step(tmp_path: Path) -> None:
+    s = _load(tmp_path, """\
+        - os_update:
+          shutdown: clean
+        - os_rollback
+    """)
+    m = SlotMachine()
+    run_scenario(s, m, _target(), {}, log_path=tmp_path / "steps.log")
+    assert m.shutdowns == ["clean", "reset"]
 
 
 def test_runner_switches_the_slot_then_reboots(tmp_path: Path) -> None:
@@ -428,7 +441,8 @@ def test_runner_switches_the_slot_then_reboots(tmp_path: Path) -> None:
     ]
     assert m.slot == "A"
     text = log.read_text()
-    assert "(reboot into /usr slot B)" in text and "(reboot into /usr slot A)" in text
+    assert "(reboot into /usr slot B, shutdown: reset)" in text
+    assert "(reboot into /usr slot A, shutdown: reset)" in text
     assert any("os_update: switching /usr to slot B" in msg for msg in m.messages)
     assert any("os_rollback: running /usr slot A" in msg for msg in m.messages)
 

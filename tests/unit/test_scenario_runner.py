@@ -38,6 +38,7 @@ class FakeMachine:
     commands: list[str] = field(default_factory=list)
     copies: list[tuple[Path, str]] = field(default_factory=list)
     reboots: int = 0
+    shutdowns: list[str] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
 
@@ -59,7 +60,8 @@ class FakeMachine:
         self.copies.append((local, remote))
         self.events.append(f"copy {remote}")
 
-    def reboot(self) -> None:
+    def reboot(self, timeout: float | None = None, *, shutdown: str = "clean") -> None:
+        self.shutdowns.append(shutdown)
         self.reboots += 1
         self.events.append("reboot")
 
@@ -151,6 +153,7 @@ def test_happy_path_runs_steps_in_order_and_logs(tmp_path: Path) -> None:
     ]
     assert "exec systemd-sysext merge" in m.events
     assert m.reboots == 1
+    assert m.shutdowns == ["reset"]  # the default: sync, then reset (docs/targets.md)
     assert m.events[-1] == "exec systemd-sysext unmerge"
     assert "rm -f /etc/.sysext-harness-probe" in m.commands
     assert not any(c.startswith("rm -f /usr/") for c in m.commands)
