@@ -97,8 +97,7 @@ def bench_commands(pool: MachinePool, target: Target, prefix: str = "") -> dict[
     of its own, the mean of COMMANDS each, on one restored machine."""
     machine = pool.start(target, pool.workdir("bench-commands"))
     try:
-        assert machine.ssh is not None
-        ssh = machine.ssh
+        ssh = machine.ssh_connection()
         ssh.execute("true")  # the shell is started by the first command
         results = {}
         for key, run in (("command_shell_s", lambda: ssh.execute("true")),

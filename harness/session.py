@@ -316,7 +316,7 @@ class HarnessSession:
     def _collect(self, machine: Machine, out: Path) -> None:
         """Keep what a person needs to understand a failure, even when the guest is broken."""
         try:
-            if machine.ssh is not None:
+            if machine.connected:
                 status = machine.execute(FINAL_STATUS, timeout=30)
                 (out / "sysext-status.json").write_text(status.stdout or status.stderr)
                 journal = machine.execute("journalctl -b --no-pager -o short-monotonic",

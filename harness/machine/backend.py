@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import Protocol
 
 from harness.machine.accel import Accel
+from harness.machine.guestport import PortShell
 from harness.targets.boot import Drive, KernelBoot
 
 
@@ -31,6 +32,7 @@ class VmConfig:
     memory_mb: int = 1024
     cpus: int = 2
     fw_cfg: Mapping[str, Path] = field(default_factory=lambda: MappingProxyType({}))
+    guest_shell: bool = False  # give the guest the harness's shell port, if the backend can
 
 
 class Vm(Protocol):
@@ -50,6 +52,12 @@ class Vm(Protocol):
     @property
     def where(self) -> str:
         """Where the VM runs, for logs ("" for this host's own QEMU)."""
+        ...
+
+    @property
+    def guest_shell(self) -> PortShell | None:
+        """The guest's root shell on its virtio-serial port (connected at start), or None
+        when the VM has no such port (then commands go over SSH)."""
         ...
 
     def start(self, restore_from: Path | None = None) -> None:

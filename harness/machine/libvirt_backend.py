@@ -34,6 +34,7 @@ from typing import Any
 
 from harness.errors import ConfigError, MachineError
 from harness.machine.backend import VmConfig
+from harness.machine.guestport import PortShell
 from harness.machine.libvirt_remote import (
     ConsoleMirror,
     HostStore,
@@ -514,6 +515,10 @@ class LibvirtVm:
     @property
     def ssh_proxy(self) -> str | None:
         return self.backend.host.ssh_proxy(self.ssh_port)
+
+    @property
+    def guest_shell(self) -> PortShell | None:
+        return None  # no shell port in libvirt domains (the host may be remote): SSH only
 
     @property
     def where(self) -> str:

@@ -24,6 +24,7 @@ import paramiko
 from harness.errors import AssertionFailed, EmulatorCrashed, MachineError, ProvisioningFailed
 from harness.machine.accel import Accel
 from harness.machine.backend import Backend, Vm, VmConfig
+from harness.machine.guestport import PortShell
 from harness.machine.keys import SshKey
 from harness.machine.qemu import QemuBackend, tail
 from harness.machine.ssh import CommandResult, SshConnection
@@ -34,6 +35,9 @@ log = logging.getLogger(__name__)
 
 BOOT_TIMEOUT = 600.0  # cold boot under TCG takes ~20-25 s; leave room for a loaded host
 RESTORE_TIMEOUT = 120.0
+# How long a (re)booted guest's port shell may take to answer its first command: it starts
+# with the boot, at about the time sshd does. Without an answer, commands go over SSH.
+GUEST_SHELL_PROBE_TIMEOUT = 30.0
 # How `reboot()` may end the running boot (see there).
 SHUTDOWNS = ("clean", "reset")
 # systemd's own words for a boot that has failed for good: stop waiting at once. A boot
@@ -62,6 +66,7 @@ class Snapshot:
     state: Path
     host_key: str | None
     accel: Accel
+    guest_shell: bool = False  # the port shell answered when it was saved
 
 
 class Machine:
@@ -97,6 +102,7 @@ class Machine:
             drives=(Drive(self.disk, "qcow2"), *self.spec.drives), accel=self.accel,
             kernel=self.spec.kernel, firmware=self.spec.firmware,
             memory_mb=self.spec.memory_mb, cpus=self.spec.cpus, fw_cfg=fw_cfg,
+            guest_shell=self.spec.guest_shell,
         )
 
     def boot(self, timeout: float | None = None) -> float:
@@ -116,6 +122,7 @@ class Machine:
             self.vm.start()
             try:
                 self._wait_for_ssh(timeout, "boot")
+                self._probe_guest_shell()
             except EmulatorCrashed:
                 self.vm.kill()
                 if attempt == COLD_BOOT_ATTEMPTS:
@@ -139,14 +146,19 @@ class Machine:
         machine.vm = machine.backend.vm(machine._vm_config(), workdir, machine.console_path)
         machine.vm.start(restore_from=snapshot.state)
         machine.vm.finish_restore(timeout)
-        machine._wait_for_ssh(timeout, "restore", ready_line=False)  # sshd was up when saved
-        machine.sync_clock()
+        shell = machine.vm.guest_shell
+        if shell is None or not snapshot.guest_shell:
+            machine._wait_for_ssh(timeout, "restore", ready_line=False)  # sshd was up
+        # else: the port shell was waiting when the state was saved, and still is
+        machine.sync_clock(timeout=GUEST_SHELL_PROBE_TIMEOUT)
         return machine
 
     def snapshot(self, directory: Path) -> Snapshot:
         """Freeze this machine into a snapshot; the machine is stopped afterwards."""
         assert self.vm is not None
         self.execute("sync")
+        shell = self.vm.guest_shell
+        port_works = shell is not None and shell.usable
         self._close_ssh()
         directory.mkdir(parents=True, exist_ok=True)
         state = directory / "state.bin"
@@ -156,7 +168,7 @@ class Machine:
         disk = directory / "disk.qcow2"
         self.disk.rename(disk)
         disk.chmod(0o444)
-        return Snapshot(self.spec, disk, state, self.host_key, self.accel)
+        return Snapshot(self.spec, disk, state, self.host_key, self.accel, port_works)
 
     def shutdown(self) -> None:
         """Stop the VM now (the guest's state is thrown away with its overlay)."""
@@ -164,6 +176,50 @@ class Machine:
         if self.vm is not None:
             self.vm.kill()
             self.vm = None
+
+    def _probe_guest_shell(self) -> None:
+        """After a (re)boot: commands use the port shell once it has answered (it starts
+        with the boot, at about the time sshd does); until then, or if it never does,
+        they go over SSH."""
+        shell = self.vm.guest_shell if self.vm is not None else None
+        if shell is None:
+            return
+        shell.discard_pending()  # whatever the previous boot's shell left
+        try:
+            shell.execute("true", timeout=GUEST_SHELL_PROBE_TIMEOUT)
+        except MachineError as exc:
+            self.log(f"the guest's shell port did not answer ({exc}); commands use SSH")
+
+    def _suspend_guest_shell(self) -> None:
+        """The boot is ending: its port shell goes with it (`_probe_guest_shell` after)."""
+        shell = self.vm.guest_shell if self.vm is not None else None
+        if shell is not None:
+            shell.usable = False
+
+    def _channel(self) -> PortShell | SshConnection:
+        """Where commands and copies go: the guest's port shell while it works, else SSH
+        (connected now if the machine was restored over the port)."""
+        if self.vm is None:
+            raise MachineError(f"{self.name}: not running")
+        shell = self.vm.guest_shell
+        if shell is not None and shell.usable:
+            return shell
+        return self.ssh_connection()
+
+    @property
+    def connected(self) -> bool:
+        """Commands can go somewhere now without a new connection (port shell or SSH)."""
+        shell = self.vm.guest_shell if self.vm is not None else None
+        return self.ssh is not None or (shell is not None and shell.usable)
+
+    def ssh_connection(self) -> SshConnection:
+        """The machine's SSH connection, made now if commands so far went over the port."""
+        if self.ssh is None:
+            if self.vm is None:
+                raise MachineError(f"{self.name}: not running")
+            self._wait_for_ssh(RESTORE_TIMEOUT, "connect", ready_line=False)
+        assert self.ssh is not None
+        return self.ssh
 
     def _close_ssh(self) -> None:
         if self.ssh is not None:
@@ -220,10 +276,8 @@ class Machine:
     def execute(self, command: str, timeout: float = 120.0) -> CommandResult:
         """Run a shell command as root (through sudo when the target logs in as its
         distribution's user); never raises for a non-zero exit."""
-        if self.ssh is None:
-            raise MachineError(f"{self.name}: not running")
         try:
-            return self.ssh.execute(command, timeout=timeout)
+            return self._channel().execute(command, timeout=timeout)
         except MachineError as exc:
             raise MachineError(self._with_console(f"{self.name}: {exc}")) from exc
 
@@ -273,25 +327,21 @@ class Machine:
             self._with_console(
                 f"{self.name}: unit {unit} not active after {timeout:.0f}s (is {state[0]})")))
 
-    def sync_clock(self) -> None:
+    def sync_clock(self, timeout: float = 120.0) -> None:
         """A restored guest's clock stands at snapshot time; set it to the host's."""
-        self.succeed(f"date -u -s @{time.time():.3f} >/dev/null")
+        self.succeed(f"date -u -s @{time.time():.3f} >/dev/null", timeout)
 
     def copy_to(self, local: Path, remote: str) -> None:
         """Copy a file or a directory tree into the guest (modes and symlinks kept)."""
-        if self.ssh is None:
-            raise MachineError(f"{self.name}: not running")
         local = Path(local)
         if local.is_dir():
-            self.ssh.put_tree(local, remote)
+            self._channel().put_tree(local, remote)
         else:
             self.succeed(f"mkdir -p {shlex.quote(str(Path(remote).parent))}")
-            self.ssh.put_file(local, remote)
+            self._channel().put_file(local, remote)
 
     def copy_from(self, remote: str, local: Path) -> None:
-        if self.ssh is None:
-            raise MachineError(f"{self.name}: not running")
-        self.ssh.get_file(remote, Path(local))
+        self._channel().get_file(remote, Path(local))
 
     def boot_id(self) -> str:
         return self.succeed("cat /proc/sys/kernel/random/boot_id").strip()
@@ -311,12 +361,14 @@ class Machine:
             assert self.vm is not None
             self.log("reboot (sync, then reset)")
             self.succeed("sync")
+            self._suspend_guest_shell()
             self._close_ssh()
             self.vm.reset()
         else:
             self.log("reboot")
             with contextlib.suppress(MachineError):  # the connection may drop mid-command
                 self.execute("systemctl reboot", timeout=10)
+            self._suspend_guest_shell()
             self._close_ssh()
         deadline = Deadline(timeout)
 
@@ -334,6 +386,7 @@ class Machine:
 
         wait_until(rebooted, timeout=timeout, interval=1.0, on_timeout=lambda: MachineError(
             self._with_console(f"{self.name}: reboot did not finish")))
+        self._probe_guest_shell()
         self.sync_clock()
 
     def console_log(self) -> str:
@@ -349,12 +402,11 @@ class Machine:
             import testinfra.backend.paramiko as tparamiko
             import testinfra.host
 
-            if self.ssh is None:
-                raise MachineError(f"{self.name}: not running")
+            ssh = self.ssh_connection()
             backend = tparamiko.ParamikoBackend(
-                f"paramiko://{self.spec.ssh_user}@{self.ssh.host}:{self.ssh.port}",
-                sudo=self.ssh.sudo)
-            backend.__dict__["client"] = self.ssh.client  # reuse our pinned connection
+                f"paramiko://{self.spec.ssh_user}@{ssh.host}:{ssh.port}",
+                sudo=ssh.sudo)
+            backend.__dict__["client"] = ssh.client  # reuse our pinned connection
             self._host = testinfra.host.Host(backend)
         return self._host
 

@@ -22,7 +22,9 @@ from qemu.qmp import QMPError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from harness.errors import MachineError
+from harness.machine import guestport
 from harness.machine.backend import VmConfig
+from harness.machine.guestport import PortShell
 from harness.machine.wait import wait_until
 from harness.targets.boot import Drive
 
@@ -103,6 +105,15 @@ class QemuProcess:
         self.ssh_port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.qmp: QEMUMonitorProtocol | None = None
+        # The guest shell port's host end: a socket in the run's private directory (the
+        # workdir's parent), short enough for sun_path.
+        self.port_path = workdir.parent / f"port-{os.getpid()}-{self.qmp_name.rsplit('-', 1)[1]}"
+        self._port_server: socket.socket | None = None
+        self._shell: PortShell | None = None
+
+    @property
+    def guest_shell(self) -> PortShell | None:
+        return self._shell
 
     @property
     def ssh_address(self) -> tuple[str, int]:
@@ -145,6 +156,8 @@ class QemuProcess:
         ]
         for name, path in c.fw_cfg.items():
             args += ["-fw_cfg", f"name={name},file={path}"]
+        if self._port_server is not None:
+            args += guestport.qemu_args(self.port_path)
         if self.incoming is not None:
             args += ["-incoming", f"exec:cat {self.incoming}"]
         return args
@@ -154,6 +167,8 @@ class QemuProcess:
         self.incoming = restore_from
         for attempt in range(3):
             self.ssh_port = free_port()
+            if self.config.guest_shell:
+                self._port_server = guestport.listen(self.port_path)
             stderr = open(self.stderr_path, "wb")  # noqa: SIM115 - owned by the child
             self.proc = subprocess.Popen(
                 self.argv(), stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr,
@@ -163,6 +178,9 @@ class QemuProcess:
             with contextlib.suppress(MachineError):
                 self.qmp = wait_until(self._connect_qmp, timeout=timeout, interval=0.05,
                                       on_timeout=lambda: MachineError("QMP did not answer"))
+                if self._port_server is not None:  # QEMU connected while it started
+                    server, self._port_server = self._port_server, None
+                    self._shell = PortShell(guestport.accept(server, self.port_path))
                 return
             err = tail(self.stderr_path, 10)
             self.kill()
@@ -233,6 +251,7 @@ class QemuProcess:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop QEMU: politely over QMP, then by force. Safe to call twice."""
+        self._close_port()
         if self.qmp is not None:
             with contextlib.suppress(Exception):  # QEMU may already be gone
                 self.qmp.cmd("quit")
@@ -245,7 +264,17 @@ class QemuProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
 
+    def _close_port(self) -> None:
+        if self._shell is not None:
+            self._shell.close()
+            self._shell = None
+        if self._port_server is not None:
+            self._port_server.close()
+            self._port_server = None
+        self.port_path.unlink(missing_ok=True)
+
     def kill(self) -> None:
+        self._close_port()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()

@@ -35,6 +35,14 @@ class CommandResult:
         return self.stdout + self.stderr
 
 
+def tar_of(local: Path) -> bytes:
+    """A directory as an uncompressed tar stream (modes and symlinks kept), for `tar -x`."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.add(str(local), arcname=".")
+    return buf.getvalue()
+
+
 class _PinnedHostKey(paramiko.MissingHostKeyPolicy):
     """Accept only the host key the guest announced or showed at first contact (when known)."""
 
@@ -209,14 +217,11 @@ class SshConnection:
 
     def put_tree(self, local: Path, remote: str, timeout: float = 300.0) -> None:
         """Copy a directory with modes and symlinks kept (a tar stream into `tar -x`)."""
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w") as tar:
-            tar.add(str(local), arcname=".")
         dest = shlex.quote(remote)
         res = self.execute(
             f"mkdir -p {dest} && tar -x -p --no-same-owner -C {dest} -f -",
             timeout=timeout,
-            stdin=buf.getvalue(),
+            stdin=tar_of(local),
         )
         if res.exit_code != 0:
             raise MachineError(f"copying {local} to {remote} failed: {res.stderr.strip()}")

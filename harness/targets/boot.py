@@ -105,6 +105,9 @@ class BootSpec:
     # boot): (public key, work directory) -> the fw_cfg entries and drives of a first-boot
     # config in the distribution's own channel. None: `ssh_key_fw_cfg` does it.
     first_boot_key: KeyDelivery | None = None
+    # The image runs the harness's root shell on a virtio-serial port when the VM has one
+    # (harness/machine/guestport.py): commands then need no SSH connection.
+    guest_shell: bool = False
 
     def provisioned(self, fw_cfg: Mapping[str, Path], drives: tuple[Drive, ...] | list[Drive]
                     ) -> BootSpec:
@@ -151,6 +154,7 @@ def reference_boot_spec(image: TargetImage) -> BootSpec:
                 Drive(image.usr_b, "raw", readonly=True)),
         ssh_key_fw_cfg=REFERENCE_SSH_KEY_FW_CFG,
         readiness=REFERENCE_READINESS,
+        guest_shell=True,
     )
 
 

@@ -78,6 +78,8 @@ GRUB_MODULES = ("biosdisk", "part_gpt", "fat", "search", "search_fs_uuid", "norm
 # enablement (links in /etc/systemd/system/*.wants) is removed; the unit files stay in /usr.
 HARNESS_UNITS = ("sysext-harness-ssh-key.service", "sysext-harness-ssh-ready.service")
 UNIT_DIR = "/etc/systemd/system"
+# The udev rule that starts the harness's port shell (the unit file stays in /usr, unused).
+HARNESS_UDEV_RULE = "/etc/udev/rules.d/90-sysext-harness-shell.rules"
 # What a distribution has instead. A serial login prompt (the reference root masks the
 # getty generator, which would make this link from console=ttyS0 on a real system) ...
 SERIAL_GETTY_LINK = f"{UNIT_DIR}/getty.target.wants/serial-getty@ttyS0.service"
@@ -393,6 +395,8 @@ def distribution_root(image: Path, work: Path) -> list[str]:
     """Turn a copy of root.img into a distribution's root: disable the harness glue, add
     a serial login prompt and missing-host-key generation. Returns what it changed."""
     links = harness_unit_links(image)
+    if _exists(image, HARNESS_UDEV_RULE):
+        links.append(HARNESS_UDEV_RULE)
     commands = [f"rm {link}" for link in links]
     changes = [f"removed {link}" for link in links]
     keygen = work / SSHD_KEYGEN
@@ -419,6 +423,8 @@ def distribution_root(image: Path, work: Path) -> list[str]:
 def _check_root(image: Path) -> None:
     """debugfs reports failed requests only on stderr: check the result itself."""
     left = harness_unit_links(image)
+    if _exists(image, HARNESS_UDEV_RULE):
+        left.append(HARNESS_UDEV_RULE)
     if left:
         raise HarnessError(f"{image}: debugfs did not remove {', '.join(left)}")
     for path in (SERIAL_GETTY_LINK, f"{UNIT_DIR}/{SSHD_KEYGEN}", SSHD_KEYGEN_LINK):

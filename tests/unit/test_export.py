@@ -21,6 +21,7 @@ from harness.targets.export import (
     BIOS_BOOT_TYPE,
     ESP_TYPE,
     GRUB_PC_DIR,
+    HARNESS_UDEV_RULE,
     HARNESS_UNITS,
     MIB,
     ROOT_TYPE,
@@ -71,6 +72,9 @@ def _root_tree(base: Path) -> Path:
         for unit in units:
             (wants / unit).symlink_to(f"/usr/lib/systemd/system/{unit}")
     (tree / "etc/fstab").write_text("LABEL=REFOS-ROOT / ext4 rw 0 1\n")
+    rule = tree / HARNESS_UDEV_RULE.lstrip("/")
+    rule.parent.mkdir(parents=True)
+    rule.write_text('SUBSYSTEM=="virtio-ports", ENV{SYSTEMD_WANTS}+="x.service"\n')
     return tree
 
 
@@ -154,6 +158,8 @@ def test_uefi_disk_layout_esp_and_root(image: TargetImage, tmp_path: Path) -> No
 
     root = _extract(disk, "ROOT", tmp_path / "root.img")
     assert not set(HARNESS_UNITS) & set(list_dir(root, WANTS))
+    rules_dir, rule = HARNESS_UDEV_RULE.rsplit("/", 1)
+    assert rule not in list_dir(root, rules_dir)  # no harness port shell on a shipped disk
     assert "ssh.service" in list_dir(root, WANTS)
     assert "sysext-harness-ignition.service" in list_dir(root, SYSINIT_WANTS)
     assert "serial-getty@ttyS0.service" in list_dir(root, SERIAL_GETTY_LINK.rsplit("/", 1)[0])
