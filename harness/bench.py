@@ -44,6 +44,15 @@ def _say(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
+def _previous_results(path: Path) -> dict[str, object]:
+    """The last `make bench` figures, printed beside the new ones."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return old if isinstance(old, dict) else {}
+
+
 def bench_image_build(target_name: str) -> dict[str, float]:
     """Cold build in an empty cache (keeps the real cache intact), then a cached lookup."""
     with tempfile.TemporaryDirectory(prefix="sysext-harness-bench-", dir=cache_dir().parent
@@ -165,6 +174,9 @@ def bench_boot_profile(pool: MachinePool, target: Target) -> dict[str, object]:
             profile["reboot_ready_line_to_ssh_s"] = round(answered - seen["ready"], 2)
         profile["reboot_slowest_units"] = [" ".join(line.split())
                                            for line in blame.splitlines()]
+        started = time.monotonic()  # the way scenario steps reboot (docs/targets.md)
+        machine.reboot(shutdown="reset")
+        profile["reboot_reset_total_s"] = round(time.monotonic() - started, 2)
         return profile
     finally:
         stop.set()
@@ -284,9 +296,12 @@ def main(argv: list[str] | None = None) -> int:
         results.update(bench_suite(args.target, args.jobs, backend_args))
 
     out = project_root() / "artifacts" / "bench.json"
+    previous = _previous_results(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print()
+    if previous:
+        print(f"{'':<55} now      (previous run, {previous.get('date', '?')})")
     machine_labels = {  # measured for each backend (libvirt's keys have a prefix)
         "cold_boot_to_ssh_s": "cold boot to SSH-ready (direct kernel boot)",
         "snapshot_save_s": "snapshot save",
@@ -312,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         "reboot_initrd_s": "  initrd (systemd-analyze)",
         "reboot_userspace_s": "  userspace to the default target (systemd-analyze)",
         "reboot_ready_line_to_ssh_s": "  readiness line to the first command",
+        "reboot_reset_total_s": "reboot as scenario steps do it: sync, reset, first command",
         "suite_wall_s": "full matrix wall time (default suite, default targets)",
         "suite_scenario_runs": "scenario runs (scenario x target)",
         "suite_avg_per_scenario_s": "average per scenario run (incl. cold boots)",
@@ -321,7 +337,8 @@ def main(argv: list[str] | None = None) -> int:
         if key in results:
             value = results[key]
             unit = " s" if key.endswith("_s") else ""
-            print(f"{label:<55} {value}{unit}")
+            before = f"({previous[key]}{unit})" if key in previous else ""
+            print(f"{label:<55} {f'{value}{unit}':<8} {before}")
     slowest = results.get("reboot_slowest_units", [])
     if isinstance(slowest, list) and slowest:
         print("  slowest units in that boot: " + "; ".join(slowest))

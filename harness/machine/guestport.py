@@ -116,9 +116,9 @@ class PortShell:
         else:  # say "go", then read exactly len(stdin) bytes of the port as stdin
             body = (f"( printf '%s\\n' {token}-go; head -c {len(stdin)} | "
                     f"( eval {shlex.quote(command)} ) )")
-        err = shlex.quote(self.stderr_file)
+        err = shlex.quote(self.stderr_file)  # `cat` only when there is something (a fork)
         script = (f"{body} 2>{err}; _sh_rc=$?; printf '\\n%s %d\\n' {token} $_sh_rc; "
-                  f"cat {err}; printf '\\n%s\\n' {token}\n")
+                  f"[ -s {err} ] && cat {err}; printf '\\n%s\\n' {token}\n")
         self._send(script.encode(), deadline, command, timeout)
         if stdin is not None:
             self._read_until(f"{token}-go\n".encode(), deadline, command, timeout)
