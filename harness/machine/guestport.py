@@ -169,18 +169,15 @@ class PortShell:
         raise MachineError(message)
 
     # ----- copies -----------------------------------------------------------------------
-    def put_bytes(self, content: bytes, remote: str, mode: int = 0o644,
-                  timeout: float = 300.0) -> None:
-        """Write `content` to `remote` (replaced atomically, owned by root, `mode`)."""
+    def put_file(self, local: Path, remote: str, timeout: float = 300.0) -> None:
+        """Copy one file with its mode (replaced atomically, owned by root)."""
+        mode = local.stat().st_mode & 0o7777
         dest = shlex.quote(remote)
         tmp = shlex.quote(f"{remote}.sysext-harness-{os.urandom(4).hex()}")
         res = self.execute(f"cat > {tmp} && chmod {mode:o} {tmp} && mv -f {tmp} {dest} "
-                           f"|| {{ rm -f {tmp}; false; }}", timeout, stdin=content)
+                           f"|| {{ rm -f {tmp}; false; }}", timeout, stdin=local.read_bytes())
         if res.exit_code != 0:
-            raise MachineError(f"copying to {remote} failed: {res.output.strip()}")
-
-    def put_file(self, local: Path, remote: str) -> None:
-        self.put_bytes(local.read_bytes(), remote, local.stat().st_mode & 0o7777)
+            raise MachineError(f"copying {local} to {remote} failed: {res.output.strip()}")
 
     def put_tree(self, local: Path, remote: str, timeout: float = 300.0) -> None:
         """Copy a directory with modes and symlinks kept (a tar stream into `tar -x`)."""

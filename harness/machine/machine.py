@@ -157,8 +157,7 @@ class Machine:
         """Freeze this machine into a snapshot; the machine is stopped afterwards."""
         assert self.vm is not None
         self.execute("sync")
-        shell = self.vm.guest_shell
-        port_works = shell is not None and shell.usable
+        port_works = self._port_usable
         self._close_ssh()
         directory.mkdir(parents=True, exist_ok=True)
         state = directory / "state.bin"
@@ -177,11 +176,20 @@ class Machine:
             self.vm.kill()
             self.vm = None
 
+    @property
+    def _port(self) -> PortShell | None:
+        """The VM's port shell, if it has one (usable or not)."""
+        return self.vm.guest_shell if self.vm is not None else None
+
+    @property
+    def _port_usable(self) -> bool:
+        return self._port is not None and self._port.usable
+
     def _probe_guest_shell(self) -> None:
         """After a (re)boot: commands use the port shell once it has answered (it starts
         with the boot, at about the time sshd does); until then, or if it never does,
         they go over SSH."""
-        shell = self.vm.guest_shell if self.vm is not None else None
+        shell = self._port
         if shell is None:
             return
         shell.discard_pending()  # whatever the previous boot's shell left
@@ -190,18 +198,19 @@ class Machine:
         except MachineError as exc:
             self.log(f"the guest's shell port did not answer ({exc}); commands use SSH")
 
-    def _suspend_guest_shell(self) -> None:
-        """The boot is ending: its port shell goes with it (`_probe_guest_shell` after)."""
-        shell = self.vm.guest_shell if self.vm is not None else None
-        if shell is not None:
-            shell.usable = False
+    def _end_boot_channels(self) -> None:
+        """The boot is ending: its SSH session and port shell go with it (the port is
+        probed again once the next boot is up, `_probe_guest_shell`)."""
+        if self._port is not None:
+            self._port.usable = False
+        self._close_ssh()
 
     def _channel(self) -> PortShell | SshConnection:
         """Where commands and copies go: the guest's port shell while it works, else SSH
         (connected now if the machine was restored over the port)."""
         if self.vm is None:
             raise MachineError(f"{self.name}: not running")
-        shell = self.vm.guest_shell
+        shell = self._port
         if shell is not None and shell.usable:
             return shell
         return self.ssh_connection()
@@ -209,8 +218,7 @@ class Machine:
     @property
     def connected(self) -> bool:
         """Commands can go somewhere now without a new connection (port shell or SSH)."""
-        shell = self.vm.guest_shell if self.vm is not None else None
-        return self.ssh is not None or (shell is not None and shell.usable)
+        return self.ssh is not None or self._port_usable
 
     def ssh_connection(self) -> SshConnection:
         """The machine's SSH connection, made now if commands so far went over the port."""
@@ -361,15 +369,12 @@ class Machine:
             assert self.vm is not None
             self.log("reboot (sync, then reset)")
             self.succeed("sync")
-            self._suspend_guest_shell()
-            self._close_ssh()
             self.vm.reset()
         else:
             self.log("reboot")
             with contextlib.suppress(MachineError):  # the connection may drop mid-command
                 self.execute("systemctl reboot", timeout=10)
-            self._suspend_guest_shell()
-            self._close_ssh()
+        self._end_boot_channels()
         deadline = Deadline(timeout)
 
         def rebooted() -> bool | None:

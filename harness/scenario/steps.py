@@ -393,20 +393,20 @@ def _no_argument(ctx: Ctx, s: StepSource) -> bool:
 
 
 def _parse_shutdown(ctx: Ctx, s: StepSource) -> str | None:
-    """The step's `shutdown:` (how the running boot ends), DEFAULT_SHUTDOWN if absent."""
+    """A rebooting step's `shutdown:` (how the running boot ends, DEFAULT_SHUTDOWN if
+    absent); None, with every mistake reported, if the step is not valid."""
     value = s.raw.get("shutdown", DEFAULT_SHUTDOWN)
+    bare = _no_argument(ctx, s)
     if value not in SHUTDOWNS:
         ctx.error(s.sub("shutdown"), "unknown way to end the boot", value,
                   allowed=", ".join(SHUTDOWNS))
         return None
-    return str(value)
+    return str(value) if bare else None
 
 
 def _parse_reboot(ctx: Ctx, s: StepSource) -> RebootStep | None:
     shutdown = _parse_shutdown(ctx, s)
-    if not _no_argument(ctx, s) or shutdown is None:
-        return None
-    return RebootStep(shutdown=shutdown, **s.common)
+    return None if shutdown is None else RebootStep(shutdown=shutdown, **s.common)
 
 
 def _run_reboot(run: RunContext, step: RebootStep) -> None:
@@ -416,7 +416,7 @@ def _run_reboot(run: RunContext, step: RebootStep) -> None:
 
 def _parse_os_update(ctx: Ctx, s: StepSource) -> OsUpdateStep | None:
     shutdown = _parse_shutdown(ctx, s)
-    if not _no_argument(ctx, s) or shutdown is None:
+    if shutdown is None:
         return None
     return OsUpdateStep(slot=OS_UPDATE_SLOTS[s.action], shutdown=shutdown, **s.common)
 

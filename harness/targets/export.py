@@ -386,6 +386,15 @@ def harness_unit_links(image: Path) -> list[str]:
     return found
 
 
+def harness_glue(image: Path) -> list[str]:
+    """What of the harness is left in the root `image`: HARNESS_UNITS' links and the port
+    shell's udev rule."""
+    found = harness_unit_links(image)
+    if _exists(image, HARNESS_UDEV_RULE):
+        found.append(HARNESS_UDEV_RULE)
+    return found
+
+
 def _exists(image: Path, path: str) -> bool:
     parent, name = path.rsplit("/", 1)
     return name in list_dir(image, parent)
@@ -394,9 +403,7 @@ def _exists(image: Path, path: str) -> bool:
 def distribution_root(image: Path, work: Path) -> list[str]:
     """Turn a copy of root.img into a distribution's root: disable the harness glue, add
     a serial login prompt and missing-host-key generation. Returns what it changed."""
-    links = harness_unit_links(image)
-    if _exists(image, HARNESS_UDEV_RULE):
-        links.append(HARNESS_UDEV_RULE)
+    links = harness_glue(image)
     commands = [f"rm {link}" for link in links]
     changes = [f"removed {link}" for link in links]
     keygen = work / SSHD_KEYGEN
@@ -422,9 +429,7 @@ def distribution_root(image: Path, work: Path) -> list[str]:
 
 def _check_root(image: Path) -> None:
     """debugfs reports failed requests only on stderr: check the result itself."""
-    left = harness_unit_links(image)
-    if _exists(image, HARNESS_UDEV_RULE):
-        left.append(HARNESS_UDEV_RULE)
+    left = harness_glue(image)
     if left:
         raise HarnessError(f"{image}: debugfs did not remove {', '.join(left)}")
     for path in (SERIAL_GETTY_LINK, f"{UNIT_DIR}/{SSHD_KEYGEN}", SSHD_KEYGEN_LINK):
