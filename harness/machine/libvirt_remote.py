@@ -34,6 +34,7 @@ import os
 import shlex
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,11 @@ IMAGE_PREFIX = "img_"
 RUN_PREFIX = "run_"
 DONE_SUFFIX = ".done"
 _RUN_NUMBERS = itertools.count(1)  # itertools.count is atomic under the GIL
+# libvirt refuses to refresh a pool while any volume of it is being uploaded or downloaded
+# ("has asynchronous jobs running"): another worker's upload of a 1-2 GB image lasts this long
+# at most before we give up and report it.
+POOL_BUSY_TIMEOUT_S = 600.0
+POOL_BUSY_MARK = "asynchronous jobs running"
 
 
 # ----- URIs ---------------------------------------------------------------------------------
@@ -275,8 +281,21 @@ class HostStore:
         if not pool.isActive():
             with contextlib.suppress(self.lv.libvirtError):  # started by another worker
                 pool.create(0)
-        pool.refresh(0)
+        self._refresh(pool)
         return pool
+
+    def _refresh(self, pool: Any) -> None:
+        """Re-read the pool's directory, waiting while another worker's upload keeps it
+        busy: libvirt refuses a refresh then instead of queueing it."""
+        deadline = time.monotonic() + POOL_BUSY_TIMEOUT_S
+        while True:
+            try:
+                pool.refresh(0)
+                return
+            except self.lv.libvirtError as e:
+                if POOL_BUSY_MARK not in str(e) or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.5)
 
     def remote_path(self, name: str) -> str:
         return f"{POOL_PATH}/{name}"
@@ -307,7 +326,7 @@ class HostStore:
             done = name + DONE_SUFFIX
             if self._volume(done) is None:
                 with _upload_lock(name):
-                    self.pool.refresh(0)  # another run on this host may have finished it
+                    self._refresh(self.pool)  # another run on this host may have finished it
                     if self._volume(done) is None:
                         self._upload_image(local, name)
                         self._create(done, 0)
@@ -366,7 +385,7 @@ class HostStore:
         vol = self._volume(name)
         if vol is None:  # written by libvirt itself (a saved state): not known to the pool
             with contextlib.suppress(self.lv.libvirtError):
-                self.pool.refresh(0)
+                self._refresh(self.pool)
             vol = self._volume(name)
         if vol is not None:
             with contextlib.suppress(self.lv.libvirtError):
@@ -389,7 +408,7 @@ class HostStore:
 
     def _delete_where(self, match: Callable[[str], bool]) -> list[str]:
         removed = []
-        self.pool.refresh(0)
+        self._refresh(self.pool)
         for vol in self.pool.listAllVolumes(0):
             name = vol.name()
             if match(name):
