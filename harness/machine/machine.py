@@ -27,6 +27,7 @@ from harness.machine.backend import Backend, Vm, VmConfig
 from harness.machine.guestport import PortShell
 from harness.machine.keys import SshKey
 from harness.machine.qemu import QemuBackend, tail
+from harness.machine.silentboot import SilentBootGuard, SilentBootHang
 from harness.machine.ssh import CommandResult, SshConnection
 from harness.machine.wait import Deadline, wait_until
 from harness.targets.boot import BootSpec, Drive
@@ -55,6 +56,9 @@ COLD_BOOT_ATTEMPTS = 2
 # finishes. The machine is reset (like a power cycle in early boot), at most this often.
 _RCU_STALL = re.compile(r"rcu: INFO: rcu_(preempt|sched) detected stalls")
 MAX_STALL_RESETS = 2
+# A boot that prints not even its first line (harness/machine/silentboot.py) is reset this
+# often before the boot fails.
+MAX_SILENT_RESETS = 2
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,7 @@ class Machine:
         self._logger = logger
         self._host = None
         self._depth = 0
+        self._boot_guard: SilentBootGuard | None = None  # the boot now under way, if any
         workdir.mkdir(parents=True, exist_ok=True)
 
     # ----- lifecycle -------------------------------------------------------------------
@@ -119,9 +124,11 @@ class Machine:
             started = time.monotonic()
             where = f" on {self.vm.where}" if self.vm.where else ""
             self.log(f"cold boot ({self.accel.name}){where}")
+            self._guard_boot()
             self.vm.start()
             try:
                 self._wait_for_ssh(timeout, "boot")
+                self._boot_guard = None
                 self._probe_guest_shell()
             except EmulatorCrashed:
                 self.vm.kill()
@@ -234,6 +241,14 @@ class Machine:
             self.ssh.close()
             self.ssh = None
         self._host = None
+
+    def _guard_boot(self, *, after_shutdown: bool = False) -> None:
+        """Watch the boot that begins now for a silent hang, if the image says what its
+        first console line is."""
+        line = self.spec.readiness.boot_line
+        self._boot_guard = None if line is None else SilentBootGuard.starting(
+            line, self.spec.readiness.silent_boot_timeout, MAX_SILENT_RESETS,
+            len(self.console_log()), time.monotonic(), after_shutdown=after_shutdown)
 
     def _wait_for_ssh(self, timeout: float, what: str, *, ready_line: bool = True) -> None:
         """Connect once the guest says sshd listens (`ready_line`), else by retrying."""
@@ -369,9 +384,11 @@ class Machine:
             assert self.vm is not None
             self.log("reboot (sync, then reset)")
             self.succeed("sync")
+            self._guard_boot()
             self.vm.reset()
         else:
             self.log("reboot")
+            self._guard_boot(after_shutdown=True)
             with contextlib.suppress(MachineError):  # the connection may drop mid-command
                 self.execute("systemctl reboot", timeout=10)
         self._end_boot_channels()
@@ -391,6 +408,7 @@ class Machine:
 
         wait_until(rebooted, timeout=timeout, interval=1.0, on_timeout=lambda: MachineError(
             self._with_console(f"{self.name}: reboot did not finish")))
+        self._boot_guard = None
         self._probe_guest_shell()
         self.sync_clock()
 
@@ -462,6 +480,19 @@ class _BootWatch:
             self.seen = len(console)
             self.panics_logged = 0
             return None
+        guard = m._boot_guard
+        if guard is not None:
+            try:
+                silent = guard.should_reset(console, time.monotonic())
+            except SilentBootHang as exc:
+                raise self._fail(f"{self.what} failed: {exc}") from None
+            if silent:
+                m.log(f"{self.what}: no {guard.boot_line!r} on the console {guard.timeout:.0f} s "
+                      f"after the boot began (hung before the kernel); resetting the machine")
+                vm.reset()
+                guard.was_reset(len(console), time.monotonic())
+                self.seen = len(console)
+                return None
         if m.host_key is None and self.readiness.host_key_line is not None:
             m.host_key = self.readiness.announced_host_key(console)
             if m.host_key is None:

@@ -18,6 +18,7 @@ from types import MappingProxyType
 
 from harness.targets.build import ensure_target_image
 from harness.targets.initramfs import FAILED_MARKER as INITRAMFS_FAILED
+from harness.targets.initramfs import STARTED_MARKER as INITRAMFS_STARTED
 from harness.targets.model import Persona, Target, TargetImage
 
 FIRMWARES: tuple[str, ...] = ("bios", "uefi")
@@ -64,6 +65,11 @@ class Readiness:
     # Console text that means this boot has failed for good, beyond systemd's emergency mode.
     fatal_console: tuple[str, ...] = ()
     blind_interval: float = 10.0
+    # A line every boot prints within seconds (the reference initramfs's first). When it has
+    # not appeared `silent_boot_timeout` seconds into a boot, the boot hung before the kernel
+    # and the machine is reset (harness/machine/silentboot.py). None: no such check.
+    boot_line: str | None = None
+    silent_boot_timeout: float = 60.0
 
     def announced_host_key(self, console: str) -> str | None:
         """The guest's SSH host key as its last complete console announcement gives it."""
@@ -137,6 +143,7 @@ REFERENCE_READINESS = Readiness(
     provisioning_tools=MappingProxyType({"IGNITION": "Ignition",
                                          "CLOUD-CONFIG": "cloud-config"}),
     fatal_console=(INITRAMFS_FAILED,),
+    boot_line=INITRAMFS_STARTED,
 )
 # Where the reference images' install-ssh-key unit reads the harness's public key.
 REFERENCE_SSH_KEY_FW_CFG = "opt/org.sysext-harness/ssh-key"

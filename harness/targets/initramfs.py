@@ -29,11 +29,14 @@ EARLY_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "virtio_rng", "qemu_f
 BUSYBOX_CANDIDATES = (Path("/bin/busybox"), Path("/usr/bin/busybox"))
 # Printed when the init script gives up; machine.py treats it as a failed boot.
 FAILED_MARKER = "SYSEXT-HARNESS-INITRAMFS-FAILED"
+# Printed first thing: a boot without it hung before the kernel ran us (silentboot.py).
+STARTED_MARKER = "SYSEXT-HARNESS-INITRAMFS"
 
 INIT_SCRIPT = r"""#!/bin/busybox sh
 # sysext-harness minimal initramfs: see harness/targets/initramfs.py
 /bin/busybox --install -s /bin
 mount -t devtmpfs devtmpfs /dev
+echo "@STARTED@" > /dev/console
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 fail() {  # say why on the console (the harness stops waiting when it sees this), then idle
@@ -69,7 +72,7 @@ fi
 mount --move /dev /root/dev
 umount /proc /sys
 exec switch_root /root /sbin/init
-""".replace("@FAILED@", FAILED_MARKER)
+""".replace("@FAILED@", FAILED_MARKER).replace("@STARTED@", STARTED_MARKER)
 
 
 def find_busybox() -> Path:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from harness.errors import AssertionFailed, MachineError
+from harness.machine.machine import Machine
+from harness.targets.initramfs import STARTED_MARKER as INITRAMFS_STARTED
 
 # VM-booting tests never run next to each other under xdist (they count processes, ...)
 pytestmark = [pytest.mark.vm, pytest.mark.xdist_group("integration")]
@@ -123,8 +126,31 @@ def test_reboot_keeps_state(machine, shutdown: str) -> None:  # type: ignore[no-
     assert machine.boot_id() != before
     assert machine.succeed("cat /etc/kept /var/kept /opt/kept").split() == ["kept"] * 3
     machine.fail("touch /usr/lib/x")
-    shut_down = "reboot: Restarting system" in machine.console_log()[seen:]
-    assert shut_down == (shutdown == "clean"), machine.console_log()[seen:][-2000:]
+    new = machine.console_log()[seen:]
+    shut_down = "reboot: Restarting system" in new
+    assert shut_down == (shutdown == "clean"), new[-2000:]
+    assert new.count(INITRAMFS_STARTED) == 1, new[-2000:]  # one boot, no silent-boot reset
+
+
+def test_a_boot_that_stays_silent_is_reset_then_fails(harness, target, tmp_path: Path  # type: ignore[no-untyped-def]
+                                                       ) -> None:
+    """A boot must print the initramfs's first line within `silent_boot_timeout`. With a
+    timeout shorter than firmware and kernel take, every start counts as hung: the machine
+    is reset twice, logged, and the boot then fails with a clear error, without waiting
+    for the 600 s boot timeout."""
+    spec = harness.pool.boot_spec(target).with_key(harness.pool.key.public_text, tmp_path)
+    impatient = replace(spec, readiness=replace(spec.readiness, silent_boot_timeout=0.5))
+    lines: list[str] = []
+    m = Machine(impatient, tmp_path / "m", harness.pool.key, harness.pool.accel(spec),
+                logger=lines.append)
+    try:
+        with pytest.raises(MachineError, match="not on the console 0.5 s after each of 3 starts"
+                           ) as failed:
+            m.boot(timeout=120)
+        assert "console tail" in str(failed.value)
+        assert sum("resetting the machine" in line for line in lines) == 2, lines
+    finally:
+        m.shutdown()
 
 
 def test_reboot_refuses_an_unknown_shutdown(machine) -> None:  # type: ignore[no-untyped-def]
