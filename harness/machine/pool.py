@@ -97,6 +97,7 @@ class MachinePool:
             return self.snapshots[target.name]
         machine = self.cold_boot(target, self.run_dir / f"boot-{target.name}")
         try:
+            self._load_snapshot_modules(machine)
             started = time.monotonic()
             snap = machine.snapshot(self.run_dir / f"snapshot-{target.name}")
             self.snapshot_seconds[target.name] = time.monotonic() - started
@@ -106,6 +107,16 @@ class MachinePool:
             self._live.remove(machine)
         self.snapshots[target.name] = snap
         return snap
+
+    @staticmethod
+    def _load_snapshot_modules(machine: Machine) -> None:
+        """Load the modules every merge needs into the state about to be saved: each restored
+        run would load them again (`BootSpec.snapshot_modules`). A module the kernel lacks
+        is skipped; the merge that needs it then fails as it would anyway."""
+        modules = machine.spec.snapshot_modules
+        if modules:
+            machine.execute(f"for m in {' '.join(modules)}; do modprobe -q $m; done",
+                            timeout=READY_TIMEOUT)
 
     def _wait_until_settled(self, machine: Machine) -> None:
         """Snapshot only a finished boot, and refuse a target whose own units fail."""
