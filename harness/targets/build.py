@@ -77,6 +77,7 @@ MASKED_UNITS = (
 # consoles, wakeup sources, memory blocks, CPUs, ...): about 120 of the 250 events a boot
 # replays. Block, net, virtio, PCI, ACPI and platform devices are still triggered, so
 # drivers load by modalias and .device units appear as before.
+COLDPLUG_DROPIN = "/etc/systemd/system/systemd-udev-trigger.service.d/50-sysext-harness.conf"
 COLDPLUG_SKIPPED_SUBSYSTEMS = (
     "tty", "vc", "vtconsole", "wakeup", "memory", "memory_tiering", "node", "cpu",
     "machinecheck", "workqueue", "mem", "event_source", "clockevents", "clocksource",
@@ -184,7 +185,7 @@ def _narrow_coldplug(tree: Path) -> None:
     version here; 252 had a second for subsystems) by one that skips
     COLDPLUG_SKIPPED_SUBSYSTEMS."""
     skipped = " ".join(f"--subsystem-nomatch={name}" for name in COLDPLUG_SKIPPED_SUBSYSTEMS)
-    dropin = tree / "etc/systemd/system/systemd-udev-trigger.service.d/50-sysext-harness.conf"
+    dropin = tree / COLDPLUG_DROPIN.lstrip("/")
     dropin.parent.mkdir(parents=True, exist_ok=True)
     dropin.write_text("# sysext-harness: coldplug only what a test VM uses "
                       "(harness/targets/build.py)\n"

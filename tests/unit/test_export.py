@@ -17,6 +17,7 @@ import pytest
 from harness.errors import ConfigError
 from harness.run import run
 from harness.targets import export
+from harness.targets.build import COLDPLUG_DROPIN
 from harness.targets.export import (
     BIOS_BOOT_TYPE,
     ESP_TYPE,
@@ -75,6 +76,9 @@ def _root_tree(base: Path) -> Path:
     rule = tree / HARNESS_UDEV_RULE.lstrip("/")
     rule.parent.mkdir(parents=True)
     rule.write_text('SUBSYSTEM=="virtio-ports", ENV{SYSTEMD_WANTS}+="x.service"\n')
+    dropin = tree / COLDPLUG_DROPIN.lstrip("/")
+    dropin.parent.mkdir(parents=True)
+    dropin.write_text("[Service]\nExecStart=\nExecStart=-udevadm trigger\n")
     return tree
 
 
@@ -160,6 +164,8 @@ def test_uefi_disk_layout_esp_and_root(image: TargetImage, tmp_path: Path) -> No
     assert not set(HARNESS_UNITS) & set(list_dir(root, WANTS))
     rules_dir, rule = HARNESS_UDEV_RULE.rsplit("/", 1)
     assert rule not in list_dir(root, rules_dir)  # no harness port shell on a shipped disk
+    dropin_dir, dropin = COLDPLUG_DROPIN.rsplit("/", 1)
+    assert dropin not in list_dir(root, dropin_dir)  # a distribution coldplugs every device
     assert "ssh.service" in list_dir(root, WANTS)
     assert "sysext-harness-ignition.service" in list_dir(root, SYSINIT_WANTS)
     assert "serial-getty@ttyS0.service" in list_dir(root, SERIAL_GETTY_LINK.rsplit("/", 1)[0])
