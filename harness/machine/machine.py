@@ -41,6 +41,7 @@ RESTORE_TIMEOUT = 120.0
 GUEST_SHELL_PROBE_TIMEOUT = 30.0
 # How `reboot()` may end the running boot (see there).
 SHUTDOWNS = ("clean", "reset")
+BOOT_ID_COMMAND = "cat /proc/sys/kernel/random/boot_id"  # a new value after each boot
 # systemd's own words for a boot that has failed for good: stop waiting at once. A boot
 # spec adds its image's own (e.g. the reference initramfs's failure marker).
 _EMERGENCY = ("You are in emergency mode", "Give root password for maintenance",
@@ -367,7 +368,7 @@ class Machine:
         self._channel().get_file(remote, Path(local))
 
     def boot_id(self) -> str:
-        return self.succeed("cat /proc/sys/kernel/random/boot_id").strip()
+        return self.succeed(BOOT_ID_COMMAND).strip()
 
     def reboot(self, timeout: float | None = None, *, shutdown: str = "clean") -> None:
         """Reboot the guest and wait until it answers again with a new boot id.
@@ -393,16 +394,18 @@ class Machine:
                 self.execute("systemctl reboot", timeout=10)
         self._end_boot_channels()
         deadline = Deadline(timeout)
-        if self._rebooted_over_port(deadline, before):
-            self._boot_guard = None
-            self.sync_clock()
-            return
+        # With a port shell and a ready line, the reboot is over at the new boot's ready line
+        # once the port answers with a new boot id: no SSH handshake (about 0.5 s of guest
+        # CPU under TCG); SSH connects when something asks for it.
+        over_port = self._port is not None and self.spec.readiness.ready_line is not None
+        if over_port:
+            self._wait_for_ready_line(deadline)
+            self._probe_guest_shell()
 
         def rebooted() -> bool | None:
             try:
                 self._wait_for_ssh(max(1.0, deadline.remaining()), "reboot")
-                res = self.execute("cat /proc/sys/kernel/random/boot_id", timeout=10)
-                if res.exit_code == 0 and res.stdout.strip() not in ("", before):
+                if self._is_new_boot(before):
                     return True
             except MachineError:
                 if self.vm is None or not self.vm.running():
@@ -410,30 +413,25 @@ class Machine:
             self._close_ssh()  # still the old boot (sshd not yet stopped): try again
             return None
 
-        wait_until(rebooted, timeout=max(1.0, deadline.remaining()), interval=1.0,
-                   on_timeout=lambda: MachineError(
-            self._with_console(f"{self.name}: reboot did not finish")))
+        if not (over_port and self._port_usable and self._is_new_boot(before)):
+            wait_until(rebooted, timeout=max(1.0, deadline.remaining()), interval=1.0,
+                       on_timeout=lambda: MachineError(
+                self._with_console(f"{self.name}: reboot did not finish")))
+            if not over_port:  # else the port was probed already, and did not answer
+                self._probe_guest_shell()
         self._boot_guard = None
-        self._probe_guest_shell()
         self.sync_clock()
 
-    def _rebooted_over_port(self, deadline: Deadline, before: str) -> bool:
-        """With a port shell and a ready line, a reboot is over once the new boot printed
-        its ready line and the port answers with a new boot id: no SSH handshake (about
-        0.5 s of guest CPU under TCG); SSH connects when something asks for it. False when
-        the machine cannot tell this way, and SSH decides as before."""
-        if self._port is None or self.spec.readiness.ready_line is None:
-            return False
+    def _wait_for_ready_line(self, deadline: Deadline) -> None:
+        """Wait, without connecting anything, until the new boot prints its ready line."""
         watch = _BootWatch(self, "reboot", ready_line=True, connect=False)
         wait_until(watch.poll, timeout=max(1.0, deadline.remaining()), interval=0.2,
                    on_timeout=lambda: MachineError(self._with_console(
                        f"{self.name}: reboot did not finish (no "
                        f"{self.spec.readiness.ready_line!r} on the console)")))
-        self._probe_guest_shell()
-        shell = self._port
-        if not shell.usable:
-            return False
-        res = shell.execute("cat /proc/sys/kernel/random/boot_id", timeout=10)
+
+    def _is_new_boot(self, before: str) -> bool:
+        res = self.execute(BOOT_ID_COMMAND, timeout=10)
         return res.exit_code == 0 and res.stdout.strip() not in ("", before)
 
     def console_log(self) -> str:
