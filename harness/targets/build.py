@@ -50,11 +50,16 @@ ROOT_IMAGE_SIZE = "2G"
 # The rest only saves boot time in a test VM (measured under TCG, docs/targets.md): no BPF
 # LSM (the default list without `bpf`; names a kernel lacks are ignored), else systemd
 # verifies and attaches its restrict-fs program at every boot (~0.7 s); no crypto
-# self-tests; no TSC watchdog (QEMU's TSC follows the host clock); no kernel audit.
+# self-tests; no TSC watchdog (QEMU's TSC follows the host clock); no kernel audit. The
+# console's terminal type and size are given (254 and later read them): else systemd 257+
+# asks the serial terminal for its name and size at each boot, and, as nothing answers on
+# a console the harness only reads, waits for two timeouts (~1 s under TCG).
 KERNEL_CMDLINE = ("root=LABEL=REFOS-ROOT rw console=ttyS0,115200n8 panic=-1 mitigations=off "
                   "quiet net.ifnames=0 "
                   "lsm=landlock,lockdown,yama,integrity,apparmor,tomoyo,ipe,ima,evm "
-                  "cryptomgr.notests tsc=reliable audit=0")
+                  "cryptomgr.notests tsc=reliable audit=0 "
+                  "systemd.tty.term.console=vt220 systemd.tty.rows.console=24 "
+                  "systemd.tty.columns.console=80")
 # Timers and services that only cost boot time in a short-lived test VM.
 MASKED_UNITS = (
     "apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_all.timer", "e2scrub_reap.service",
@@ -72,12 +77,17 @@ MASKED_UNITS = (
     # a saved random seed (virtio-rng seeds the kernel), networkd's saved state.
     "systemd-network-generator.service", "systemd-udev-load-credentials.service",
     "systemd-random-seed.service", "systemd-networkd-persistent-storage.service",
+    # sshd runs without PAM, so no login makes a logind session; the initramfs mounts / and
+    # /usr with the options in /etc/fstab, so there is nothing to remount.
+    "systemd-logind.service", "systemd-remount-fs.service",
 )
 # Coldplug skips devices nothing here waits for or loads a driver for (71 ttys, 21 virtual
 # consoles, wakeup sources, memory blocks, CPUs, ...): about 120 of the 250 events a boot
 # replays. Block, net, virtio, PCI, ACPI and platform devices are still triggered, so
 # drivers load by modalias and .device units appear as before.
 COLDPLUG_DROPIN = "/etc/systemd/system/systemd-udev-trigger.service.d/50-sysext-harness.conf"
+# The journal stays in /run (from images/overlay): runs read only the current boot's journal.
+VOLATILE_JOURNAL_DROPIN = "/etc/systemd/journald.conf.d/50-sysext-harness.conf"
 COLDPLUG_SKIPPED_SUBSYSTEMS = (
     "tty", "vc", "vtconsole", "wakeup", "memory", "memory_tiering", "node", "cpu",
     "machinecheck", "workqueue", "mem", "event_source", "clockevents", "clocksource",

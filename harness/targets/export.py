@@ -47,11 +47,11 @@ from harness.buildcache import (
 )
 from harness.errors import ConfigError, HarnessError
 from harness.run import run
-from harness.targets.build import COLDPLUG_DROPIN, ensure_target_image
+from harness.targets.build import COLDPLUG_DROPIN, VOLATILE_JOURNAL_DROPIN, ensure_target_image
 from harness.targets.model import Target, TargetImage
 
 # Bump when the layout, the boot loader setup or the root edits change, so caches rebuild.
-EXPORT_VERSION = "3"
+EXPORT_VERSION = "4"
 EXPORT_FIRMWARES: tuple[str, ...] = ("uefi", "bios")
 
 MIB = 1024 * 1024
@@ -81,8 +81,9 @@ UNIT_DIR = "/etc/systemd/system"
 # The udev rule that starts the harness's port shell (the unit file stays in /usr, unused).
 HARNESS_UDEV_RULE = "/etc/udev/rules.d/90-sysext-harness-shell.rules"
 # The narrower udev coldplug of the harness's VMs: a distribution triggers every device,
-# and the serial getty added below waits for dev-ttyS0.device, which that skips.
-HARNESS_FILES = (HARNESS_UDEV_RULE, COLDPLUG_DROPIN)
+# and the serial getty added below waits for dev-ttyS0.device, which that skips. The
+# volatile journal: a distribution keeps its journal in /var across boots.
+HARNESS_FILES = (HARNESS_UDEV_RULE, COLDPLUG_DROPIN, VOLATILE_JOURNAL_DROPIN)
 # What a distribution has instead. A serial login prompt (the reference root masks the
 # getty generator, which would make this link from console=ttyS0 on a real system) ...
 SERIAL_GETTY_LINK = f"{UNIT_DIR}/getty.target.wants/serial-getty@ttyS0.service"
@@ -391,7 +392,7 @@ def harness_unit_links(image: Path) -> list[str]:
 
 def harness_glue(image: Path) -> list[str]:
     """What of the harness is left in the root `image`: HARNESS_UNITS' links, the port
-    shell's udev rule and the coldplug drop-in."""
+    shell's udev rule, the coldplug and journal drop-ins."""
     return harness_unit_links(image) + [path for path in HARNESS_FILES
                                         if _exists(image, path)]
 

@@ -1,11 +1,12 @@
 """A minimal initramfs for the reference images: load the virtio drivers, mount the root
-and the /usr slot named in its /etc/fstab, hand over to systemd.
+and the /usr slot named in its /etc/fstab, give the NIC its fixed address, hand over to
+systemd.
 
 Debian's initramfs-tools image starts udev and probes every driver it carries: under TCG
 that costs about 5 s of every boot (and every reboot of an OS-update scenario). Nothing in
 the reference images needs the initramfs for more than finding two file systems, so the
 harness builds this one instead: busybox (static, from the host), the few kernel modules
-the root disk needs, and a 40-line shell script. It is a plain ``newc`` cpio archive,
+the root disk and the NIC need, and a 50-line shell script. It is a plain ``newc`` cpio archive,
 written here without external tools.
 """
 
@@ -68,6 +69,11 @@ if [ -n "$usr" ]; then
     set -- $usr
     usrdev=$(find_device "$1") || fail "/usr file system $1 not found"
     mount -t ext4 -o "$2" "$usrdev" /root/usr || fail "cannot mount $usrdev on /usr"
+fi
+# QEMU user networking's fixed address, as /etc/systemd/network/20-wired.network sets it:
+# sshd can be reached as soon as it listens, without waiting for networkd to start.
+if [ -e /sys/class/net/eth0 ]; then
+    ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 && ip route add default via 10.0.2.2
 fi
 mount --move /dev /root/dev
 umount /proc /sys

@@ -17,7 +17,7 @@ import pytest
 from harness.errors import ConfigError
 from harness.run import run
 from harness.targets import export
-from harness.targets.build import COLDPLUG_DROPIN
+from harness.targets.build import COLDPLUG_DROPIN, VOLATILE_JOURNAL_DROPIN
 from harness.targets.export import (
     BIOS_BOOT_TYPE,
     ESP_TYPE,
@@ -79,6 +79,9 @@ def _root_tree(base: Path) -> Path:
     dropin = tree / COLDPLUG_DROPIN.lstrip("/")
     dropin.parent.mkdir(parents=True)
     dropin.write_text("[Service]\nExecStart=\nExecStart=-udevadm trigger\n")
+    journal = tree / VOLATILE_JOURNAL_DROPIN.lstrip("/")
+    journal.parent.mkdir(parents=True)
+    journal.write_text("[Journal]\nStorage=volatile\n")
     return tree
 
 
@@ -166,6 +169,8 @@ def test_uefi_disk_layout_esp_and_root(image: TargetImage, tmp_path: Path) -> No
     assert rule not in list_dir(root, rules_dir)  # no harness port shell on a shipped disk
     dropin_dir, dropin = COLDPLUG_DROPIN.rsplit("/", 1)
     assert dropin not in list_dir(root, dropin_dir)  # a distribution coldplugs every device
+    journal_dir, journal = VOLATILE_JOURNAL_DROPIN.rsplit("/", 1)
+    assert journal not in list_dir(root, journal_dir)  # and keeps its journal in /var
     assert "ssh.service" in list_dir(root, WANTS)
     assert "sysext-harness-ignition.service" in list_dir(root, SYSINIT_WANTS)
     assert "serial-getty@ttyS0.service" in list_dir(root, SERIAL_GETTY_LINK.rsplit("/", 1)[0])
