@@ -33,6 +33,7 @@ from types import MappingProxyType
 from typing import Any
 
 from harness.errors import ConfigError, MachineError
+from harness.machine.accel import TCG_TB_CACHE_MB
 from harness.machine.backend import VmConfig
 from harness.machine.guestport import PortShell
 from harness.machine.libvirt_remote import (
@@ -258,7 +259,10 @@ def domain_xml(config: VmConfig, *, name: str, console: Path | None, ssh_port: i
     _sub(dom, "memory", str(config.memory_mb), unit="MiB")
     _sub(dom, "vcpu", str(config.cpus))
     _os(dom, config, nvram)
-    _sub(_sub(dom, "features"), "acpi")
+    features = _sub(dom, "features")
+    _sub(features, "acpi")
+    if config.accel.name != "kvm":  # the QEMU backend's tb-size (harness.machine.accel)
+        _sub(_sub(features, "tcg"), "tb-cache", str(TCG_TB_CACHE_MB), unit="MiB")
     _cpu(dom, config)
     _fw_cfg(dom, config)
     _sub(dom, "on_poweroff", "destroy")

@@ -61,6 +61,8 @@ def test_tcg_domain_matches_the_qemu_backend() -> None:
     assert cpu is not None and cpu.findtext("model") == "qemu64"
     assert [(f.get("policy"), f.get("name")) for f in cpu.findall("feature")] == [
         ("disable", "cx16")]
+    cache = dom.find("features/tcg/tb-cache")  # the QEMU backend's -accel tcg,tb-size=
+    assert cache is not None and (cache.text, cache.get("unit")) == ("128", "MiB")
     assert dom.findtext("devices/emulator") == "/usr/bin/qemu-system-x86_64"
 
 
@@ -68,6 +70,7 @@ def test_kvm_domain_uses_the_host_cpu() -> None:
     dom = parse(config(accel=kvm()))
     assert dom.get("type") == "kvm"
     assert dom.find("cpu").get("mode") == "host-passthrough"  # type: ignore[union-attr]
+    assert dom.find("features/tcg") is None
 
 
 def test_disks_in_order_with_cache_unsafe_and_readonly() -> None:
