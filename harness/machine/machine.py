@@ -41,6 +41,8 @@ RESTORE_TIMEOUT = 120.0
 GUEST_SHELL_PROBE_TIMEOUT = 30.0
 # How `reboot()` may end the running boot (see there).
 SHUTDOWNS = ("clean", "reset")
+# How long `systemctl --no-block reboot` may take to answer (it only queues the job).
+REBOOT_COMMAND_TIMEOUT = 3.0
 BOOT_ID_COMMAND = "cat /proc/sys/kernel/random/boot_id"  # a new value after each boot
 # systemd's own words for a boot that has failed for good: stop waiting at once. A boot
 # spec adds its image's own (e.g. the reference initramfs's failure marker).
@@ -251,9 +253,11 @@ class Machine:
             line, self.spec.readiness.silent_boot_timeout, MAX_SILENT_RESETS,
             len(self.console_log()), time.monotonic(), after_shutdown=after_shutdown)
 
-    def _wait_for_ssh(self, timeout: float, what: str, *, ready_line: bool = True) -> None:
-        """Connect once the guest says sshd listens (`ready_line`), else by retrying."""
-        watch = _BootWatch(self, what, ready_line)
+    def _wait_for_ssh(self, timeout: float, what: str, *, ready_line: bool = True,
+                      console_from: int | None = None) -> None:
+        """Connect once the guest says sshd listens (`ready_line`, in the console after
+        `console_from`, default: from now on), else by retrying."""
+        watch = _BootWatch(self, what, ready_line, console_from=console_from)
         wait_until(watch.poll, timeout=timeout, interval=0.2, on_timeout=lambda: MachineError(
             self._with_console(f"{self.name}: SSH not ready {timeout:.0f}s after {what} "
                                f"(last: {watch.last_error})")))
@@ -381,6 +385,9 @@ class Machine:
             raise ValueError(f"shutdown={shutdown!r}: expected one of {', '.join(SHUTDOWNS)}")
         timeout = timeout or self.spec.boot_timeout or BOOT_TIMEOUT
         before = self.boot_id()
+        # The new boot is judged by what the console shows from here on: a clean shutdown
+        # may keep the command below waiting until the next boot has printed its ready line.
+        console_from = len(self.console_log())
         if shutdown == "reset":
             assert self.vm is not None
             self.log("reboot (sync, then reset)")
@@ -390,8 +397,11 @@ class Machine:
         else:
             self.log("reboot")
             self._guard_boot(after_shutdown=True)
-            with contextlib.suppress(MachineError):  # the connection may drop mid-command
-                self.execute("systemctl reboot", timeout=10)
+            # The shutdown may end the connection or the port shell before the reply: give
+            # the command the moment it needs to queue the reboot, not more (a port shell
+            # never answered, and each clean reboot waited out the whole timeout).
+            with contextlib.suppress(MachineError):
+                self.execute("systemctl --no-block reboot", timeout=REBOOT_COMMAND_TIMEOUT)
         self._end_boot_channels()
         deadline = Deadline(timeout)
         # With a port shell and a ready line, the reboot is over at the new boot's ready line
@@ -399,12 +409,13 @@ class Machine:
         # CPU under TCG); SSH connects when something asks for it.
         over_port = self._port is not None and self.spec.readiness.ready_line is not None
         if over_port:
-            self._wait_for_ready_line(deadline)
+            self._wait_for_ready_line(deadline, console_from)
             self._probe_guest_shell()
 
         def rebooted() -> bool | None:
             try:
-                self._wait_for_ssh(max(1.0, deadline.remaining()), "reboot")
+                self._wait_for_ssh(max(1.0, deadline.remaining()), "reboot",
+                                   console_from=console_from)
                 if self._is_new_boot(before):
                     return True
             except MachineError:
@@ -422,9 +433,11 @@ class Machine:
         self._boot_guard = None
         self.sync_clock()
 
-    def _wait_for_ready_line(self, deadline: Deadline) -> None:
-        """Wait, without connecting anything, until the new boot prints its ready line."""
-        watch = _BootWatch(self, "reboot", ready_line=True, connect=False)
+    def _wait_for_ready_line(self, deadline: Deadline, console_from: int) -> None:
+        """Wait, without connecting anything, until the new boot prints its ready line
+        (in the console after `console_from`)."""
+        watch = _BootWatch(self, "reboot", ready_line=True, connect=False,
+                           console_from=console_from)
         wait_until(watch.poll, timeout=max(1.0, deadline.remaining()), interval=0.2,
                    on_timeout=lambda: MachineError(self._with_console(
                        f"{self.name}: reboot did not finish (no "
@@ -461,7 +474,7 @@ class _BootWatch:
     stops at once on a failed boot, resets a stalled one, and connects when it is time."""
 
     def __init__(self, machine: Machine, what: str, ready_line: bool,
-                 connect: bool = True) -> None:
+                 connect: bool = True, console_from: int | None = None) -> None:
         self.machine = machine
         # connect=False: done at the ready line, without an SSH connection (the caller
         # talks to the port shell).
@@ -471,7 +484,8 @@ class _BootWatch:
         # Without a ready line (a restore: sshd was up when saved; an image that prints
         # nothing of ours) every attempt counts as ready.
         self.wait_for_line = ready_line and self.readiness.ready_line is not None
-        self.seen = len(machine.console_log())  # judge only what this boot prints
+        # Judge only what this boot prints.
+        self.seen = len(machine.console_log()) if console_from is None else console_from
         self.panics_logged = 0
         self.resets = 0
         self.last_attempt = time.monotonic() - 1.0
