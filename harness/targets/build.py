@@ -86,14 +86,14 @@ MASKED_UNITS = (
 # replays. Block, net, virtio, PCI, ACPI and platform devices are still triggered, so
 # drivers load by modalias and .device units appear as before.
 COLDPLUG_DROPIN = "/etc/systemd/system/systemd-udev-trigger.service.d/50-sysext-harness.conf"
-# The journal stays in /run (from images/overlay): runs read only the current boot's journal.
-VOLATILE_JOURNAL_DROPIN = "/etc/systemd/journald.conf.d/50-sysext-harness.conf"
 COLDPLUG_SKIPPED_SUBSYSTEMS = (
     "tty", "vc", "vtconsole", "wakeup", "memory", "memory_tiering", "node", "cpu",
     "machinecheck", "workqueue", "mem", "event_source", "clockevents", "clocksource",
     "thermal", "bdi", "container", "graphics", "dma_heap", "serial-base", "dmi", "serio",
     "input",
 )
+# The journal stays in /run (from images/overlay): runs read only the current boot's journal.
+VOLATILE_JOURNAL_DROPIN = "/etc/systemd/journald.conf.d/50-sysext-harness.conf"
 # The one generator these images need: /etc/fstab says which /usr slot is mounted. The others
 # (getty, ssh sockets, sysv, rc-local, gpt-auto, tpm2, ...) set up nothing a test VM uses,
 # and each costs a cold process start under TCG at every boot and daemon-reload.

@@ -6,8 +6,8 @@ Debian's initramfs-tools image starts udev and probes every driver it carries: u
 that costs about 5 s of every boot (and every reboot of an OS-update scenario). Nothing in
 the reference images needs the initramfs for more than finding two file systems, so the
 harness builds this one instead: busybox (static, from the host), the few kernel modules
-the root disk and the NIC need, and a 50-line shell script. It is a plain ``newc`` cpio archive,
-written here without external tools.
+the root disk and the NIC need, and a short shell script. It is a plain ``newc`` cpio
+archive, written here without external tools.
 """
 
 from __future__ import annotations
