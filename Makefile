@@ -27,16 +27,19 @@ PYTEST_ARGS ?=
 # More options for `make bench`, e.g. BENCH_ARGS=--skip-suite (no full-matrix run).
 BENCH_ARGS ?=
 # Machines at once: JOBS=2 runs two targets side by side (pytest-xdist, one worker per
-# target group). Each TCG guest keeps one host core busy, so more than the core count
-# only slows everything down.
+# target group). The run is CPU-bound under TCG, so more than the core count only slows
+# everything down.
 JOBS ?= 1
+# vCPUs per machine: auto gives each machine the host's cores divided by JOBS (1 or 2);
+# under TCG more vCPU threads than cores only contend (docs/targets.md).
+VCPUS ?= auto
 # `make test` boots these (the newest and the oldest systemd, one persona; the full matrix is
 # `make test-scenario`).
 TEST_TARGETS ?= refos-257-flatcar,refos-252-flatcar
 
 target_args = $(if $(TARGET),--target '$(TARGET)') $(if $(DISK),--image '$(DISK)' $(if $(PERSONA),--persona '$(PERSONA)') --firmware '$(FIRMWARE)')
 scenario_args = $(if $(SCENARIO),$(if $(wildcard $(SCENARIO)),$(SCENARIO),scenarios -k '$(SCENARIO)'),scenarios)
-backend_args = --backend '$(BACKEND)' $(if $(filter libvirt,$(BACKEND)),$(foreach uri,$(LIBVIRT_URI),--libvirt-uri '$(uri)'))
+backend_args = --backend '$(BACKEND)' --vcpus '$(VCPUS)' $(if $(filter libvirt,$(BACKEND)),$(foreach uri,$(LIBVIRT_URI),--libvirt-uri '$(uri)'))
 jobs_args = $(if $(filter-out 1,$(JOBS)),-n $(JOBS) --dist loadgroup)
 jobs_args_check = $(if $(filter-out 1,$(JOBS)),--jobs $(JOBS))
 

@@ -277,10 +277,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="libvirt: also measure cold boot, save and restore through "
                              "libvirt (beside QEMU's), and run the suite through it")
     parser.add_argument("--libvirt-uri", action="append", default=[], metavar="URI")
+    parser.add_argument("--vcpus", default="auto", metavar="auto|N",
+                        help="vCPUs per machine in the suite run (default: auto)")
     args = parser.parse_args(argv)
     uris = args.libvirt_uri or [DEFAULT_URI]
     backend_args = (["--backend", "libvirt"] + [a for u in uris for a in ("--libvirt-uri", u)]
                     if args.backend == "libvirt" else [])
+    backend_args += ["--vcpus", args.vcpus]
 
     results: dict[str, object] = {"date": time.strftime("%Y-%m-%d %H:%M"),
                                   "boot_target": args.boot_target, "cpus": os.cpu_count()}
@@ -298,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_suite:
         _say("default scenario suite")
         results["suite_jobs"] = args.jobs
+        results["suite_vcpus"] = args.vcpus
         results.update(bench_suite(args.target, args.jobs, backend_args))
 
     out = project_root() / "artifacts" / "bench.json"

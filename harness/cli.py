@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ConfigError, HarnessError
+from harness.machine.vcpus import parse_vcpus
 
 
 def _cmd_targets(args: argparse.Namespace) -> int:
@@ -187,6 +188,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from harness.scenario import load_scenario
     from harness.targets.selection import select_targets
 
+    parse_vcpus(args.vcpus)  # bad input is refused before any image is read
     images = tuple(inspect_image(Path(p)) for p in args.images)
     for info in images:
         print(f"image: {info.summary()}")
@@ -221,7 +223,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
             "-p", "no:cacheprovider", "--artifacts", str(artifacts), *target_args(targets)]
     if args.jobs > 1:
         argv += ["-n", str(args.jobs), "--dist", "loadgroup"]
-    argv += ["--backend", args.backend]
+    argv += ["--backend", args.backend, "--vcpus", args.vcpus]
     for uri in args.libvirt_uri:
         argv += ["--libvirt-uri", uri]
     code = int(pytest.main(argv))
@@ -356,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="machines at once (pytest-xdist; default: %(default)s)")
     p.add_argument("--backend", choices=("qemu", "libvirt"), default="qemu",
                    help="what runs the VMs (default: %(default)s; docs/libvirt.md)")
+    p.add_argument("--vcpus", default="auto", metavar="auto|N",
+                   help="vCPUs per machine (default: auto, the host's cores divided by the "
+                        "machines at once, 1 or 2)")
     p.add_argument("--libvirt-uri", action="append", default=[], metavar="URI",
                    help="libvirt connection for --backend libvirt (repeatable: several "
                         "hosts; default: qemu:///system)")

@@ -41,6 +41,7 @@ _RUN_NAME = pytest.StashKey[str]()
 _WORKER_STATS = pytest.StashKey[list]()
 _TARGETS = pytest.StashKey[list]()
 _BACKEND = pytest.StashKey["Backend"]()
+_VCPUS = pytest.StashKey[tuple]()  # (vCPUs per machine, why)
 # user_properties key that carries (scenario, target) from a worker's report to the controller
 _CELL = "sysext_harness_cell"
 
@@ -72,6 +73,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="the libvirt connection for --backend libvirt (default: "
                          "qemu:///system); repeat it to spread the targets over several "
                          "hosts, e.g. qemu+ssh://root@lab1/system")
+    group.addoption("--vcpus", default="auto", metavar="auto|N",
+                    help="vCPUs per machine (default: auto, the host's cores divided by "
+                         "the machines at once, 1 or 2; docs/targets.md)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -94,6 +98,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(), "sysext_harness_xdist")
     config.stash[_BACKEND] = _checked_backend(config)
+    config.stash[_VCPUS] = _checked_vcpus(config)
 
 
 def _checked_backend(config: pytest.Config) -> Backend:
@@ -106,6 +111,28 @@ def _checked_backend(config: pytest.Config) -> Backend:
                               config.getoption("--libvirt-uri") or [DEFAULT_URI])
     except ConfigError as exc:
         pytest.exit(f"error: {exc}", returncode=2)
+
+
+def _checked_vcpus(config: pytest.Config) -> tuple[int, str]:
+    """`--vcpus`, checked before any VM starts, and what `auto` means in this process."""
+    from harness.machine.libvirt_hosts import worker_slot
+    from harness.machine.vcpus import parse_vcpus, remote_libvirt, vcpus_for_run
+
+    try:
+        choice = parse_vcpus(config.getoption("--vcpus"))
+    except ConfigError as exc:
+        pytest.exit(f"error: {exc}", returncode=2)
+    remote = (config.getoption("--backend") == "libvirt"
+              and remote_libvirt(config.getoption("--libvirt-uri")))
+    # A worker knows the worker count from xdist's environment; the controller (which
+    # only reports the choice) from -n.
+    workers = worker_slot()[1] if _is_worker(config) else _xdist_workers(config)
+    return vcpus_for_run(choice, machines_at_once=workers, remote_hosts=remote)
+
+
+def _xdist_workers(config: pytest.Config) -> int:
+    value = getattr(config.option, "numprocesses", None)
+    return value if isinstance(value, int) and value > 0 else 1
 
 
 class _MatrixRecorder:
@@ -172,8 +199,10 @@ def harness_session(config: pytest.Config) -> HarnessSession:
 
     if _SESSION not in config.stash:
         root = _artifacts_dir(config).parent
+        vcpus, why = config.stash[_VCPUS]
         config.stash[_SESSION] = HarnessSession(root, config.stash[_RUN_NAME],
-                                                backend=config.stash[_BACKEND])
+                                                backend=config.stash[_BACKEND], vcpus=vcpus)
+        config.stash[_SESSION].pool.progress(f"{vcpus} vCPU(s) per machine ({why})")
     return config.stash[_SESSION]
 
 
@@ -327,6 +356,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # ty
         restores += stats["restore_seconds"]
     if boots or restores:
         terminalreporter.section("sysext-harness")
+        vcpus, why = config.stash[_VCPUS]
+        terminalreporter.write_line(f"vCPUs per machine: {vcpus} ({why})")
         for name, secs in boots.items():
             terminalreporter.write_line(f"cold boot {name}: {secs:.1f} s to SSH")
         if restores:

@@ -118,11 +118,13 @@ class HarnessSession:
     """Created lazily: nothing boots until the first scenario or machine is asked for."""
 
     def __init__(self, artifacts_root: Path, run_name: str | None = None, *,
-                 backend: Backend | None = None) -> None:
+                 backend: Backend | None = None, vcpus: int | None = None) -> None:
         self.artifacts = new_run_directory(artifacts_root, run_name)
         self.run_dir = RunDir()
         # `backend`: the hypervisor machines run on (default QEMU; `--backend libvirt`).
-        self.pool = MachinePool(self.run_dir.path, artifacts=self.artifacts, backend=backend)
+        # `vcpus`: of every machine (harness/machine/vcpus.py); None: each target's own.
+        self.pool = MachinePool(self.run_dir.path, artifacts=self.artifacts, backend=backend,
+                                vcpus=vcpus)
         self._signing_key: SigningKey | None = None
         self._verity_keys: VerityKeys | None = None
         self.restore_seconds: list[float] = []

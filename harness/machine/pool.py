@@ -12,6 +12,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from harness.errors import MachineError
@@ -34,7 +35,8 @@ class MachinePool:
     """Per-run owner of target images, snapshots and running machines."""
 
     def __init__(self, run_dir: Path, *, progress: Callable[[str], None] = _stderr,
-                 artifacts: Path | None = None, backend: Backend | None = None) -> None:
+                 artifacts: Path | None = None, backend: Backend | None = None,
+                 vcpus: int | None = None) -> None:
         self.run_dir = run_dir
         self.backend: Backend = backend or QemuBackend()
         self.progress = progress
@@ -47,11 +49,16 @@ class MachinePool:
         self._specs: dict[str, BootSpec] = {}
         self._live: list[Machine] = []
         self._counter = itertools.count(1)
+        # vCPUs of every machine (harness/machine/vcpus.py); None: each target's own.
+        self.vcpus = vcpus
 
     def boot_spec(self, target: Target) -> BootSpec:
         """How to boot `target` (built first, for reference targets), once per run."""
         if target.name not in self._specs:
-            self._specs[target.name] = boot_spec(target, progress=self.progress)
+            spec = boot_spec(target, progress=self.progress)
+            if self.vcpus is not None:
+                spec = replace(spec, cpus=self.vcpus)
+            self._specs[target.name] = spec
         return self._specs[target.name]
 
     def accel(self, spec: BootSpec) -> Accel:

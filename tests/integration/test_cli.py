@@ -63,6 +63,20 @@ def test_unknown_target_exits_2(tmp_path: Path) -> None:
     assert "no target matches" in (res.stdout + res.stderr)
 
 
+def test_bad_vcpus_exits_2_before_anything_boots(tmp_path: Path) -> None:
+    before = _runs()
+    res = _run(sys.executable, "-m", "pytest", "scenarios/merge", "--target",
+               "refos-257-flatcar", "--vcpus", "none", "-p", "no:cacheprovider")
+    assert res.returncode == 2
+    assert "--vcpus" in res.stdout + res.stderr and "'none'" in res.stdout + res.stderr
+    image = tmp_path / "x.raw"
+    image.write_bytes(b"")
+    res = _run(*CLI, "check", str(image), "--vcpus", "0")
+    assert res.returncode == 2
+    assert "--vcpus" in res.stderr and "'0'" in res.stderr
+    assert _runs() == before, "a run directory was created for bad input"
+
+
 def test_sysext_build_from_the_command_line(tmp_path: Path) -> None:
     res = _run(*CLI, "sysext", "build", "examples/hello-sysext.yaml", "-o", str(tmp_path),
                "--target", "refos-257-fcos")
