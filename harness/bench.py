@@ -41,6 +41,25 @@ COMMANDS = 20
 RESET_REBOOTS = 4  # a single reboot varies by a second or two on a shared host
 
 
+# The figures issue 14 was filed with (2026-11-23, refos-257-flatcar, JOBS=2): printed
+# beside today's so that progress reads against where it started.
+AT_FILING = {
+    "suite_wall_s": 5760.0,  # 96 min
+    "suite_snapshot_run_avg_s": 4.3,
+    "suite_boot_run_avg_s": 62.0,  # "40-120 s each"
+    "reboot_reset_total_s": 24.0,
+    "command_exec_s": 0.21,
+    "restore_to_first_command_s": 1.3,
+}
+# A run whose machine log has one of these booted (a reboot, an OS update, a cold boot with
+# its own provisioning); so did a target's first run, which waited for the cold boot its
+# snapshot comes from (READY_AFTER much later than RESTORED_IN). The others ran on their
+# restored snapshot alone.
+BOOTED_RUN_MARKERS = ("reboot (", "cold boot with provisioning")
+RESTORED_IN = re.compile(r"restored from snapshot in ([0-9.]+) s")
+READY_AFTER = re.compile(r"ready ([0-9.]+) s after request")
+
+
 def _say(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
@@ -256,6 +275,7 @@ def bench_suite(target_pattern: str | None, jobs: int = 1,
     per_target = (json.loads(matrix.read_text()).get("seconds_per_target", {})
                   if matrix.exists() else {})
     return {
+        **run_kinds(matrix),
         "suite_seconds_per_target": per_target,
         "suite_wall_s": round(wall, 1),
         "suite_scenario_runs": tests,
@@ -263,6 +283,32 @@ def bench_suite(target_pattern: str | None, jobs: int = 1,
         "suite_avg_per_scenario_s": round(wall / max(tests, 1), 2),
         "suite_exit_code": proc.returncode,
     }
+
+
+def run_kinds(matrix: Path) -> dict[str, float]:
+    """Mean duration of the passed runs that only used their snapshot, and of those that
+    booted (BOOTED_RUN_MARKERS), with their counts."""
+    if not matrix.exists():
+        return {}
+    results = json.loads(matrix.read_text()).get("results", {})
+    kinds: dict[str, list[float]] = {"snapshot": [], "boot": []}
+    for scenario, row in results.items():
+        for target, cell in row.items():
+            if cell.get("outcome") != "pass" or "seconds" not in cell:
+                continue
+            log = matrix.parent / scenario / target / "machine.log"
+            text = log.read_text(errors="replace") if log.exists() else ""
+            booted = any(marker in text for marker in BOOTED_RUN_MARKERS)
+            restored, ready = RESTORED_IN.search(text), READY_AFTER.search(text)
+            if restored and ready and float(ready[1]) - float(restored[1]) > 2.0:
+                booted = True  # waited for the target's cold boot
+            kinds["boot" if booted else "snapshot"].append(float(cell["seconds"]))
+    out: dict[str, float] = {}
+    for kind, seconds in kinds.items():
+        if seconds:
+            out[f"suite_{kind}_runs"] = len(seconds)
+            out[f"suite_{kind}_run_avg_s"] = round(statistics.mean(seconds), 2)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -309,8 +355,9 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print()
+    print(f"{'':<55} {'now':<8} {'previous run' if previous else '':<14} at filing")
     if previous:
-        print(f"{'':<55} now      (previous run, {previous.get('date', '?')})")
+        print(f"{'':<55} {'':<8} {str(previous.get('date', '?'))[:10]:<14} 2026-11-23")
     machine_labels = {  # measured for each backend (libvirt's keys have a prefix)
         "cold_boot_to_ssh_s": "cold boot to SSH-ready (direct kernel boot)",
         "snapshot_save_s": "snapshot save",
@@ -340,6 +387,10 @@ def main(argv: list[str] | None = None) -> int:
         "suite_wall_s": "full matrix wall time (default suite, default targets)",
         "suite_scenario_runs": "scenario runs (scenario x target)",
         "suite_avg_per_scenario_s": "average per scenario run (incl. cold boots)",
+        "suite_snapshot_runs": "runs on their snapshot alone",
+        "suite_snapshot_run_avg_s": "  average per run",
+        "suite_boot_runs": "runs that reboot or boot with their own provisioning",
+        "suite_boot_run_avg_s": "  average per run",
         "suite_failed": "failed",
     }
     for key, label in labels.items():
@@ -347,7 +398,8 @@ def main(argv: list[str] | None = None) -> int:
             value = results[key]
             unit = " s" if key.endswith("_s") else ""
             before = f"({previous[key]}{unit})" if key in previous else ""
-            print(f"{label:<55} {f'{value}{unit}':<8} {before}")
+            filing = f"({AT_FILING[key]}{unit})" if key in AT_FILING else ""
+            print(f"{label:<55} {f'{value}{unit}':<8} {before:<14} {filing}".rstrip())
     slowest = results.get("reboot_slowest_units", [])
     if isinstance(slowest, list) and slowest:
         print("  slowest units in that boot: " + "; ".join(slowest))
