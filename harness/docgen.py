@@ -12,7 +12,8 @@ from harness.scenario import Scenario, load_scenarios
 
 HEADER = """# What the scenario suite checks
 
-Generated from the `description` of every scenario under `scenarios/` by `make docs`;
+Generated from the `description` (and `source`, the upstream systemd test case a scenario
+mirrors) of every scenario under `scenarios/` by `make docs`;
 do not edit by hand. Each scenario runs on every reference target it applies to; the
 results matrix of a run (`artifacts/latest/matrix.md`) shows pass, fail or n/a per target.
 """
@@ -48,7 +49,10 @@ def render_behaviour_doc(scenarios: list[Scenario], root: Path) -> str:
         out.append("| scenario | checks | applies to |")
         out.append("|---|---|---|")
         for s in sorted(groups[group], key=lambda s: s.name):
-            desc = " ".join(s.description.split()).replace("|", "\\|")
+            desc = " ".join(s.description.split())
+            if s.source:
+                desc += " Upstream: " + "; ".join(f"`{c.file}`, {c.case}" for c in s.source)
+            desc = desc.replace("|", "\\|")
             link = f"[{s.name}](../{s.path.relative_to(root.parent).as_posix()})"
             out.append(f"| {link} | {desc} | {_applies(s).replace('|', '/')} |")
     return "\n".join(out) + "\n"

@@ -26,10 +26,12 @@ from harness.scenario.expectations import parse_expect
 from harness.scenario.model import (
     DEFAULT_TIMEOUT,
     KNOWN_PERSONAS,
+    UPSTREAM_TEST_FILES,
     AppliesTo,
     Condition,
     Scenario,
     Step,
+    UpstreamCase,
 )
 from harness.scenario.provisioning import parse_provisioning
 from harness.scenario.steps import ACTIONS, BARE_ACTIONS, STEP_KINDS, StepSource
@@ -48,9 +50,10 @@ from harness.sysupdate.model import ChannelSpec
 from harness.targets.registry import persona_names
 
 TOP_KEYS: tuple[str, ...] = (
-    "description", "applies_to", "tags", "extensions", "provisioning", "update_channel",
-    "steps",
+    "description", "source", "applies_to", "tags", "extensions", "provisioning",
+    "update_channel", "steps",
 )
+SOURCE_KEYS: tuple[str, ...] = ("upstream", "case")
 APPLIES_TO_KEYS: tuple[str, ...] = ("systemd", "personas", "targets", "reason")
 WHEN_KEYS: tuple[str, ...] = ("systemd", "personas", "targets", "reason")
 COMMON_STEP_KEYS: tuple[str, ...] = ("name", "when", "timeout")
@@ -304,6 +307,31 @@ def _parse_tags(ctx: _Ctx, value: object) -> tuple[str, ...]:
     return tuple(dict.fromkeys(tags))
 
 
+def _parse_source(ctx: _Ctx, value: object) -> tuple[UpstreamCase, ...]:
+    """`source:` one `{upstream: FILE, case: TEXT}` or a list of them."""
+    items = value if isinstance(value, list) else [value]
+    allowed = "{upstream: TEST-50-DISSECT.sysext.sh, case: what the case checks}"
+    out: list[UpstreamCase] = []
+    for i, item in enumerate(items):
+        key = f"source[{i}]" if isinstance(value, list) else "source"
+        if not isinstance(item, dict):
+            ctx.error(key, f"expected a mapping, not a {type_name(item)}", item,
+                      allowed=allowed)
+            continue
+        unknown = [k for k in item if k not in SOURCE_KEYS]
+        for k in unknown:
+            ctx.error(join(key, k), "unknown key", k, allowed=", ".join(SOURCE_KEYS))
+        file = item.get("upstream")
+        if file not in UPSTREAM_TEST_FILES:
+            ctx.error(join(key, "upstream"), "not one of systemd's sysext tests", file,
+                      allowed=UPSTREAM_TEST_FILES)
+            continue
+        case = nonempty_str(ctx, join(key, "case"), item.get("case"), "case")
+        if case is not None and not unknown:
+            out.append(UpstreamCase(file=file, case=" ".join(case.split())))
+    return tuple(out)
+
+
 def _parse_extensions(ctx: _Ctx, value: object) -> dict[str, ExtensionSpec] | None:
     """Returns the valid specs; None if the section itself is not a mapping."""
     if value is None:
@@ -464,6 +492,7 @@ def _parse(path: Path, ctx: _Ctx) -> Scenario | None:
         )
 
     tags = _parse_tags(ctx, data["tags"]) if "tags" in data else ()
+    source = _parse_source(ctx, data["source"]) if "source" in data else ()
 
     specs = _parse_extensions(ctx, data.get("extensions"))
     raw_ext = data.get("extensions")
@@ -511,6 +540,7 @@ def _parse(path: Path, ctx: _Ctx) -> Scenario | None:
         provisioning=provisioning,
         update_channel=channel,
         steps=tuple(steps),
+        source=source,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import posixpath
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -301,33 +302,49 @@ class CommandStep(Step):
 
 
 SYSEXT_VERBS: tuple[str, ...] = ("merge", "unmerge", "refresh")
+# The same verbs for systemd-confext (254 and later), written confext_merge and so on.
+CONFEXT_VERBS: tuple[str, ...] = tuple(f"confext_{verb}" for verb in SYSEXT_VERBS)
+# The free invocations: `sysext: "ARGS"`, `confext: "ARGS"`.
+FREE_EXTENSION_TOOLS: tuple[str, ...] = ("sysext", "confext")
 
 
 @dataclass(frozen=True, kw_only=True)
 class SysextStep(CommandStep):
-    """`merge`, `unmerge`, `refresh` (verb plus optional args) or `sysext` (args only)."""
+    """A systemd-sysext or systemd-confext invocation: `merge`, `unmerge`, `refresh`, their
+    `confext_` forms (verb plus optional args), or `sysext`/`confext` (args only); `env`
+    is set for that one command, as upstream's tests do with SYSTEMD_SYSEXT_* variables."""
 
-    verb: str  # one of SYSEXT_VERBS, or "sysext" for a free invocation
+    verb: str  # one of SYSEXT_VERBS or CONFEXT_VERBS, or one of FREE_EXTENSION_TOOLS
     args: str = ""
+    env: tuple[tuple[str, str], ...] = ()
 
     @property
     def action(self) -> str:
         return self.verb
 
     @property
+    def tool(self) -> str:
+        return "systemd-confext" if self.verb.startswith("confext") else "systemd-sysext"
+
+    @property
+    def subcommand(self) -> str:
+        """merge, unmerge or refresh; empty for a free invocation."""
+        return "" if self.verb in FREE_EXTENSION_TOOLS else self.verb.removeprefix("confext_")
+
+    @property
     def command(self) -> str:
-        parts = ["systemd-sysext"]
-        if self.verb != "sysext":
-            parts.append(self.verb)
-        if self.args:
-            parts.append(self.args)
-        return " ".join(parts)
+        parts = [f"{name}={shlex.quote(value)}" for name, value in self.env]
+        parts += [self.tool, self.subcommand, self.args]
+        return " ".join(p for p in parts if p)
 
     @property
     def summary(self) -> str:
-        if self.verb == "sysext":
-            return f"sysext {self.args}"
-        return f"{self.verb} {self.args}".rstrip()
+        env = " ".join(f"{name}={value}" for name, value in self.env)
+        if self.verb in FREE_EXTENSION_TOOLS:
+            text = f"{self.verb} {self.args}"
+        else:
+            text = f"{self.verb} {self.args}".rstrip()
+        return f"{text} ({env})" if env else text
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -473,6 +490,21 @@ class ExpectStep(Step):
 # ----------------------------------------------------------------------------- scenario
 
 
+# The upstream test files a scenario's `source:` may cite (systemd's test/units/).
+UPSTREAM_TEST_FILES: tuple[str, ...] = (
+    "TEST-50-DISSECT.sysext.sh", "TEST-50-DISSECT.dissect.sh", "TEST-50-DISSECT.DDI.sh",
+    "TEST-72-SYSUPDATE.sh",
+)
+
+
+@dataclass(frozen=True)
+class UpstreamCase:
+    """One case of systemd's own tests that a scenario mirrors (`source:`)."""
+
+    file: str  # one of UPSTREAM_TEST_FILES
+    case: str  # what the case checks, in the words of its comment or command
+
+
 @dataclass(frozen=True)
 class Scenario:
     """One scenario file. `name` is the file stem and is unique within a scenario tree."""
@@ -488,6 +520,7 @@ class Scenario:
     steps: tuple[Step, ...] = ()
     provisioning: Provisioning | None = None  # first-boot config; None: start from a snapshot
     update_channel: ChannelSpec | None = None  # a systemd-sysupdate channel served by the host
+    source: tuple[UpstreamCase, ...] = ()  # the upstream cases it mirrors
 
     def installed_extensions(self) -> tuple[str, ...]:
         """Extension names some `install` step uses, in first-use order."""

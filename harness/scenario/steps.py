@@ -13,6 +13,7 @@ The handlers see the runner only through `RunContext`.
 from __future__ import annotations
 
 import posixpath
+import re
 import shlex
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -33,7 +34,9 @@ from harness.scenario.expectations import (
     parse_expect,
 )
 from harness.scenario.model import (
+    CONFEXT_VERBS,
     DEFAULT_SHUTDOWN,
+    FREE_EXTENSION_TOOLS,
     SHUTDOWNS,
     SWITCH_USR_SLOT,
     SYSEXT_VERBS,
@@ -341,18 +344,46 @@ def _verb_args(ctx: Ctx, key: str, value: object) -> str | None:
     return args.strip() if ok else None
 
 
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _parse_env(ctx: Ctx, s: StepSource) -> tuple[tuple[str, str], ...] | None:
+    """`env: {SYSTEMD_SYSEXT_MUTABLE_MODE: ephemeral}`: variables for this one command."""
+    if "env" not in s.raw:
+        return ()
+    key, value = s.sub("env"), s.raw["env"]
+    allowed = "a mapping of variable names to strings or numbers, e.g. {SYSTEMD_LOG_LEVEL: debug}"
+    if not isinstance(value, dict) or not value:
+        ctx.error(key, f"expected a mapping, not a {type_name(value)}", value, allowed=allowed)
+        return None
+    out: list[tuple[str, str]] = []
+    for name, item in value.items():
+        if not isinstance(name, str) or not ENV_NAME.fullmatch(name):
+            ctx.error(join(key, name), "not an environment variable name", name,
+                      allowed="letters, digits and _, not starting with a digit")
+            return None
+        if isinstance(item, bool) or not isinstance(item, str | int | float):
+            ctx.error(join(key, name), f"expected a string or a number, not a "
+                      f"{type_name(item)}", item, allowed=allowed)
+            return None
+        out.append((name, str(item)))
+    return tuple(out)
+
+
 def _parse_sysext_verb(ctx: Ctx, s: StepSource) -> SysextStep | None:
     args = _verb_args(ctx, s.value_key, s.value)
-    if args is None:
+    env = _parse_env(ctx, s)
+    if args is None or env is None:
         return None
-    return SysextStep(verb=s.action, args=args, expect=s.expect, **s.common)
+    return SysextStep(verb=s.action, args=args, env=env, expect=s.expect, **s.common)
 
 
 def _parse_sysext(ctx: Ctx, s: StepSource) -> SysextStep | None:
-    args = nonempty_str(ctx, s.value_key, s.value, "sysext")
-    if args is None:
+    args = nonempty_str(ctx, s.value_key, s.value, s.action)
+    env = _parse_env(ctx, s)
+    if args is None or env is None:
         return None
-    return SysextStep(verb="sysext", args=args.strip(), expect=s.expect, **s.common)
+    return SysextStep(verb=s.action, args=args.strip(), env=env, expect=s.expect, **s.common)
 
 
 def _parse_run(ctx: Ctx, s: StepSource) -> RunStep | None:
@@ -494,8 +525,9 @@ _KINDS: tuple[StepKind[Any], ...] = (
     StepKind(("symlink",), _parse_symlink, _run_symlink, keys=("to",)),
     StepKind(("remove",), _parse_remove, _run_remove),
     StepKind(("mkdir",), _parse_mkdir, _run_mkdir),
-    StepKind(SYSEXT_VERBS, _parse_sysext_verb, _run_command, bare=True, command=True),
-    StepKind(("sysext",), _parse_sysext, _run_command, command=True),
+    StepKind(SYSEXT_VERBS + CONFEXT_VERBS, _parse_sysext_verb, _run_command, bare=True,
+             keys=("env",), command=True),
+    StepKind(FREE_EXTENSION_TOOLS, _parse_sysext, _run_command, keys=("env",), command=True),
     StepKind(("run",), _parse_run, _run_command, command=True),
     StepKind(("reboot",), _parse_reboot, _run_reboot, bare=True, keys=("shutdown",)),
     StepKind(tuple(OS_UPDATE_SLOTS), _parse_os_update, _run_os_update, bare=True,

@@ -472,3 +472,83 @@ def test_documented_examples_are_valid(tmp_path: Path) -> None:
     assert len(complete) >= 5
     for i, block in enumerate(complete):
         load_scenario(write(tmp_path, block, f"example{i}.yaml"))
+
+
+def test_env_and_confext_steps(tmp_path: Path) -> None:
+    path = write(tmp_path, dd("description: env and confext steps\n", HELLO, """\
+        steps:
+          - merge:
+            env: {SYSTEMD_SYSEXT_MUTABLE_MODE: ephemeral, SYSTEMD_LOG_LEVEL: debug}
+          - sysext: "status --json=short"
+            env: {SYSTEMD_SYSEXT_OVERLAYFS_MOUNT_OPTIONS: "noatime,ro 1"}
+          - confext_merge
+          - confext_refresh: {args: --force}
+            env: {N: 3}
+          - confext: "unmerge"
+    """))
+    steps = load_scenario(path).steps
+    assert steps[0].command == ("SYSTEMD_SYSEXT_MUTABLE_MODE=ephemeral SYSTEMD_LOG_LEVEL=debug "
+                                "systemd-sysext merge")
+    assert steps[0].summary == ("merge (SYSTEMD_SYSEXT_MUTABLE_MODE=ephemeral "
+                                "SYSTEMD_LOG_LEVEL=debug)")
+    assert steps[1].command == ("SYSTEMD_SYSEXT_OVERLAYFS_MOUNT_OPTIONS='noatime,ro 1' "
+                                "systemd-sysext status --json=short")
+    assert steps[2].command == "systemd-confext merge"
+    assert steps[2].action == "confext_merge"
+    assert steps[3].command == "N=3 systemd-confext refresh --force"
+    assert steps[4].command == "systemd-confext unmerge"
+    assert steps[4].summary == "confext unmerge"
+
+
+def test_env_errors_name_the_key(tmp_path: Path) -> None:
+    path = write(tmp_path, dd("description: bad env\n", HELLO, """\
+        steps:
+          - merge:
+            env: [SYSTEMD_LOG_LEVEL=debug]
+          - unmerge:
+            env: {1BAD: x}
+          - refresh:
+            env: {SYSTEMD_LOG_LEVEL: [debug]}
+          - run: "true"
+            env: {A: b}
+          - confext: ""
+    """))
+    errors = errors_of(path)
+    assert keys_of(errors) == ["steps[0].env", "steps[1].env.1BAD",
+                               "steps[2].env.SYSTEMD_LOG_LEVEL", "steps[3].env",
+                               "steps[4].confext"]
+    assert "mapping" in str(errors[0]) and "letters, digits" in str(errors[1])
+
+
+def test_source_cites_upstream_cases(tmp_path: Path) -> None:
+    path = write(tmp_path, dd("description: cites upstream\n", """\
+        source:
+          - {upstream: TEST-50-DISSECT.sysext.sh, case: "mutable mode
+              from the environment"}
+          - {upstream: TEST-72-SYSUPDATE.sh, case: cleanup}
+        steps: [merge]
+    """))
+    source = load_scenario(path).source
+    assert [(c.file, c.case) for c in source] == [
+        ("TEST-50-DISSECT.sysext.sh", "mutable mode from the environment"),
+        ("TEST-72-SYSUPDATE.sh", "cleanup")]
+    single = write(tmp_path, dd("description: one\n", """\
+        source: {upstream: TEST-50-DISSECT.DDI.sh, case: a DDI}
+        steps: [merge]
+    """), name="one.yaml")
+    assert load_scenario(single).source[0].file == "TEST-50-DISSECT.DDI.sh"
+
+
+def test_source_errors_name_key_and_allowed(tmp_path: Path) -> None:
+    path = write(tmp_path, dd("description: bad source\n", """\
+        source:
+          - {upstream: TEST-99-NOPE.sh, case: x}
+          - {upstream: TEST-72-SYSUPDATE.sh, case: ""}
+          - {upstream: TEST-72-SYSUPDATE.sh, case: x, line: 3}
+          - TEST-72-SYSUPDATE.sh
+        steps: [merge]
+    """))
+    errors = errors_of(path)
+    assert keys_of(errors) == ["source[0].upstream", "source[1].case", "source[2].line",
+                               "source[3]"]
+    assert "TEST-50-DISSECT.sysext.sh" in str(errors[0])
