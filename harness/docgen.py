@@ -9,6 +9,12 @@ from collections import defaultdict
 from pathlib import Path
 
 from harness.scenario import Scenario, load_scenarios
+from harness.scenario.upstream import (
+    UPSTREAM_CASES,
+    UPSTREAM_TEST_FILES,
+    UPSTREAM_VERSION,
+    normalized,
+)
 
 HEADER = """# What the scenario suite checks
 
@@ -55,7 +61,37 @@ def render_behaviour_doc(scenarios: list[Scenario], root: Path) -> str:
             desc = desc.replace("|", "\\|")
             link = f"[{s.name}](../{s.path.relative_to(root.parent).as_posix()})"
             out.append(f"| {link} | {desc} | {_applies(s).replace('|', '/')} |")
+    out += _upstream_table(scenarios)
     return "\n".join(out) + "\n"
+
+
+def _upstream_table(scenarios: list[Scenario]) -> list[str]:
+    """Every listed upstream case with the scenarios that cite it (`source:`)."""
+    citing: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for s in sorted(scenarios, key=lambda s: s.name):
+        for c in s.source:
+            citing[(c.file, normalized(c.case))].append(s.name)
+    out = [f"\n## Upstream cases (systemd {UPSTREAM_VERSION})\n",
+           "The cases of systemd's own tests and the scenarios that mirror them (a "
+           "scenario's `source:`). Files whose cases are not listed yet: "
+           + ", ".join(f"`{f}`" for f in UPSTREAM_TEST_FILES if f not in UPSTREAM_CASES)
+           + "; scenarios citing them are listed under their file below.\n"]
+    for file in UPSTREAM_TEST_FILES:
+        cases = UPSTREAM_CASES.get(file)
+        if cases is None:
+            cited = sorted({case for f, case in citing if f == file})
+            if cited:
+                out.append(f"\n### {file}\n")
+                out += [f"- {case}: {', '.join(citing[(file, case)])}" for case in cited]
+            continue
+        covered = sum(1 for case in cases if citing.get((file, normalized(case))))
+        out.append(f"\n### {file}: {covered} of {len(cases)} cases have a scenario\n")
+        out.append("| case | scenarios |")
+        out.append("|---|---|")
+        for case in cases:
+            names = citing.get((file, normalized(case)), [])
+            out.append(f"| {case.replace('|', '/')} | {', '.join(names) or '—'} |")
+    return out
 
 
 def behaviour_doc(project: Path) -> str:

@@ -12,6 +12,7 @@ validated by its record in `harness.scenario.expectations`.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,7 +27,6 @@ from harness.scenario.expectations import parse_expect
 from harness.scenario.model import (
     DEFAULT_TIMEOUT,
     KNOWN_PERSONAS,
-    UPSTREAM_TEST_FILES,
     AppliesTo,
     Condition,
     Scenario,
@@ -36,6 +36,12 @@ from harness.scenario.model import (
 from harness.scenario.provisioning import parse_provisioning
 from harness.scenario.steps import ACTIONS, BARE_ACTIONS, STEP_KINDS, StepSource
 from harness.scenario.update_channel import parse_update_channel
+from harness.scenario.upstream import (
+    UPSTREAM_CASES,
+    UPSTREAM_TEST_FILES,
+    UPSTREAM_VERSION,
+    normalized,
+)
 from harness.scenario.values import (
     INVALID,
     Ctx,
@@ -327,8 +333,16 @@ def _parse_source(ctx: _Ctx, value: object) -> tuple[UpstreamCase, ...]:
                       allowed=UPSTREAM_TEST_FILES)
             continue
         case = nonempty_str(ctx, join(key, "case"), item.get("case"), "case")
-        if case is not None and not unknown:
-            out.append(UpstreamCase(file=file, case=" ".join(case.split())))
+        if case is None:
+            continue
+        known = UPSTREAM_CASES.get(file)
+        if known is not None and normalized(case) not in map(normalized, known):
+            close = difflib.get_close_matches(normalized(case), known, n=2, cutoff=0.5)
+            ctx.error(join(key, "case"), f"not a case of {file} (systemd {UPSTREAM_VERSION})",
+                      case, allowed=close or "a case title as written after `: ` in the file")
+            continue
+        if not unknown:
+            out.append(UpstreamCase(file=file, case=normalized(case)))
     return tuple(out)
 
 

@@ -490,18 +490,11 @@ class ExpectStep(Step):
 # ----------------------------------------------------------------------------- scenario
 
 
-# The upstream test files a scenario's `source:` may cite (systemd's test/units/).
-UPSTREAM_TEST_FILES: tuple[str, ...] = (
-    "TEST-50-DISSECT.sysext.sh", "TEST-50-DISSECT.dissect.sh", "TEST-50-DISSECT.DDI.sh",
-    "TEST-72-SYSUPDATE.sh",
-)
-
-
 @dataclass(frozen=True)
 class UpstreamCase:
     """One case of systemd's own tests that a scenario mirrors (`source:`)."""
 
-    file: str  # one of UPSTREAM_TEST_FILES
+    file: str  # one of upstream.UPSTREAM_TEST_FILES
     case: str  # what the case checks, in the words of its comment or command
 
 

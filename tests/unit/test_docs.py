@@ -16,3 +16,17 @@ def test_every_scenario_is_listed() -> None:
     text = (project_root() / "docs" / "behaviour.md").read_text()
     for path in (project_root() / "scenarios").rglob("*.yaml"):
         assert f"[{path.stem}]" in text
+
+
+def test_upstream_table_lists_every_case_with_its_scenarios() -> None:
+    from harness.scenario.upstream import UPSTREAM_CASES
+
+    text = (project_root() / "docs" / "behaviour.md").read_text()
+    table = text[text.index("### TEST-50-DISSECT.sysext.sh"):]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    cases = UPSTREAM_CASES["TEST-50-DISSECT.sysext.sh"]
+    assert len(rows) == len(cases) + 1  # the header row and one row per case
+    row = next(r for r in rows if r.startswith("| Check if vpick works for image extensions |"))
+    assert "vpick-version" in row
+    covered = sum(1 for r in rows[1:] if not r.endswith("| — |"))
+    assert f"{covered} of {len(cases)} cases have a scenario" in table

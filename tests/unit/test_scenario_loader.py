@@ -523,15 +523,15 @@ def test_env_errors_name_the_key(tmp_path: Path) -> None:
 def test_source_cites_upstream_cases(tmp_path: Path) -> None:
     path = write(tmp_path, dd("description: cites upstream\n", """\
         source:
-          - {upstream: TEST-50-DISSECT.sysext.sh, case: "mutable mode
-              from the environment"}
-          - {upstream: TEST-72-SYSUPDATE.sh, case: cleanup}
+          - {upstream: TEST-50-DISSECT.sysext.sh, case: "Check if vpick works
+              for directory extensions"}
+          - {upstream: TEST-72-SYSUPDATE.sh, case: the cleanup verb}
         steps: [merge]
     """))
     source = load_scenario(path).source
     assert [(c.file, c.case) for c in source] == [
-        ("TEST-50-DISSECT.sysext.sh", "mutable mode from the environment"),
-        ("TEST-72-SYSUPDATE.sh", "cleanup")]
+        ("TEST-50-DISSECT.sysext.sh", "Check if vpick works for directory extensions"),
+        ("TEST-72-SYSUPDATE.sh", "the cleanup verb")]  # no inventory yet: free text
     single = write(tmp_path, dd("description: one\n", """\
         source: {upstream: TEST-50-DISSECT.DDI.sh, case: a DDI}
         steps: [merge]
@@ -546,9 +546,11 @@ def test_source_errors_name_key_and_allowed(tmp_path: Path) -> None:
           - {upstream: TEST-72-SYSUPDATE.sh, case: ""}
           - {upstream: TEST-72-SYSUPDATE.sh, case: x, line: 3}
           - TEST-72-SYSUPDATE.sh
+          - {upstream: TEST-50-DISSECT.sysext.sh, case: Check if vpick works for dir extensions}
         steps: [merge]
     """))
     errors = errors_of(path)
     assert keys_of(errors) == ["source[0].upstream", "source[1].case", "source[2].line",
-                               "source[3]"]
+                               "source[3]", "source[4].case"]
     assert "TEST-50-DISSECT.sysext.sh" in str(errors[0])
+    assert "Check if vpick works for directory extensions" in str(errors[4])  # the close one

@@ -1,0 +1,89 @@
+"""systemd's own sysext tests, case by case: what a scenario's `source:` may cite.
+
+The inventory is read from systemd's `test/units/` at v262.1 (Debian's `systemd-tests`
+package; `scripts/upstream-cases` prints it again for another version). Only
+TEST-50-DISSECT.sysext.sh names its cases (`: "..."` lines); the other files mark theirs
+with comments, so their cases are not listed here yet and `case:` is free text for them.
+docs/behaviour.md maps every listed case to the scenarios that cite it.
+"""
+
+# ruff: noqa: E501 (upstream's case titles are kept verbatim, one per line)
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+UPSTREAM_VERSION = "262.1"
+UPSTREAM_TEST_FILES: tuple[str, ...] = (
+    "TEST-50-DISSECT.sysext.sh", "TEST-50-DISSECT.dissect.sh", "TEST-50-DISSECT.DDI.sh",
+    "TEST-72-SYSUPDATE.sh",
+)
+
+_SYSEXT_SH: tuple[str, ...] = (
+    'No extension data in /var/lib/extensions.mutable/…, R/O hierarchy, mutability disabled by default, read-only merged',
+    'No extension data in /var/lib/extensions.mutable/…, R/O hierarchy, mutability disabled by default, read-only merged, default, mount options',
+    'No extension data in /var/lib/extensions.mutable/…, mutable hierarchy, mutability disabled by default, read-only merged',
+    'No extension data in /var/lib/extensions.mutable/…, no hierarchy either, mutability disabled by default, read-only merged',
+    'No extension data in /var/lib/extensions.mutable/…, empty hierarchy, mutability disabled by default, read-only merged',
+    'Extension data in /var/lib/extensions.mutable/…, R/O hierarchy, mutability disabled by default, read-only merged',
+    'Extension data in /var/lib/extensions.mutable/…, R/O hierarchy, auto-mutability, mutable merged',
+    'Extension data in /var/lib/extensions.mutable/…, R/O hierarchy, auto-mutability, mutable merged, mount options',
+    'Extension data in /var/lib/extensions.mutable/…, missing hierarchy, auto-mutability, mutable merged',
+    'Extension data in /var/lib/extensions.mutable/…, empty hierarchy, auto-mutability, mutable merged',
+    '/var/lib/extensions.mutable/… is a symlink to other dir, R/O hierarchy, auto-mutability, mutable merged',
+    '/var/lib/extensions.mutable/… is a symlink to the hierarchy itself, mutable hierarchy, auto-mutability, mutable merged',
+    '/var/lib/extensions.mutable/… is a symlink to the hierarchy itself, R/O hierarchy, auto-mutability, expected fail',
+    '/var/lib/extensions.mutable/… is a dangling symlink, auto-mutability, read-only merged',
+    '/var/lib/extensions.mutable/… exists but ignored, mutability disabled explicitly, read-only merged',
+    '/var/lib/extensions.mutable/… exists but is imported instead, read-only merged',
+    '/var/lib/extensions.mutable/… does not exist, mutability enabled, mutable merged',
+    'Malformed work_dir metadata is rejected without removing unrelated paths',
+    '/var/lib/extensions.mutable/… does not exist, auto-mutability, read-only merged',
+    '/var/lib/extensions.mutable/… does not exist, mutability enabled through env var, mutable merged',
+    '/var/lib/extensions.mutable/… does not exist, auto-mutability enabled through env var, read-only merged',
+    'Extension data in /var/lib/extensions.mutable/…, R/O hierarchy, auto-mutability enabled through env var, mutable merged',
+    'Extension data in /var/lib/extensions.mutable/…, R/O hierarchy, mutability disabled through env var, read-only merged',
+    '/var/lib/extensions.mutable/… exists but is imported through env var, read-only merged',
+    'Extension data in /var/lib/extensions.mutable/…, R/O hierarchy, mutability enabled through env var but overridden via CLI option, read-only merged',
+    'Extension data in /var/lib/extensions.mutable/…, R/O hierarchy, ephemeral mutability, mutable merged',
+    'Extension data in /var/lib/extensions.mutable/…, R/O hierarchy, ephemeral mutability through env var, mutable merged',
+    'Extension data in /var/lib/extensions.mutable/…, R/O hierarchy, ephemeral import mutability, mutable merged',
+    'Extension data in /var/lib/extensions.mutable/…, R/O hierarchy, ephemeral import mutability through env var, mutable merged',
+    'Extension data pointing to mutable hierarchy, ephemeral import mutability, expected fail',
+    'Extension data pointing to mutable hierarchy, import mutability, expected fail',
+    'Check if merging an extension with matching ID succeeds',
+    'Check if merging an extension that matches host ID_LIKE succeeds',
+    'Check if merging fails in case of invalid mutable directory permissions',
+    'Check if merging fails in case of --root= being an initrd but the extension is not for it',
+    'Check config file support for --root=',
+    'Check if verity user certs get loaded from --root=',
+    'Check if following a relative extension directory symlink works with and without --root=',
+    'Check if following an absolute extension directory symlink works with and without --root=',
+    'Check if following a relative extension image symlink works with and without --root=',
+    'Check if following an absolute extension image symlink works with and without --root=',
+    'Check if vpick works for directory extensions',
+    'Check if vpick works for image extensions',
+    'Check if vpick works for directory extensions if .v is a relative symlink',
+    'Check if vpick works for directory extensions if .v is an absolute symlink',
+    'Check if vpick works for image extensions if .v is a relative symlink',
+    'Check if vpick works for image extensions if .v is an absolute symlink',
+    'Check if vpick works for directory extensions if inside a .v there is a relative symlink',
+    'Check if vpick works for directory extensions if inside a .v there is an absolute symlink',
+    'Check if vpick works for image extensions if inside a .v there is a relative symlink',
+    'Check if vpick works for image extensions if inside a .v there is an absolute symlink',
+    'Check if refresh skips correctly',
+    'Check that refresh does a skip if verity image changes file handle but has same hash',
+    'Check EXTENSION_RESTART_UNITS= (re)starts units after merge and stops vanished ones on unmerge',
+    'Check EXTENSION_RELOAD_OR_RESTART_UNITS= reloads units after merge and stops vanished ones on unmerge',
+    'Nested tmpfs submounts under the hierarchy survive merge/refresh/unmerge round-trip',
+)
+
+# File -> its cases, in the file's order. A file missing here has no inventory yet.
+UPSTREAM_CASES: Mapping[str, tuple[str, ...]] = MappingProxyType({
+    "TEST-50-DISSECT.sysext.sh": _SYSEXT_SH,
+})
+
+
+def normalized(text: str) -> str:
+    """Whitespace folded, as YAML folding and line wrapping change it."""
+    return " ".join(text.split())
