@@ -84,13 +84,13 @@ def _upstream_table(scenarios: list[Scenario]) -> list[str]:
                 out.append(f"\n### {file}\n")
                 out += [f"- {case}: {', '.join(citing[(file, case)])}" for case in cited]
             continue
-        covered = sum(1 for case in cases if citing.get((file, normalized(case))))
+        names = [citing.get((file, normalized(case)), []) for case in cases]
+        covered = sum(1 for n in names if n)
         out.append(f"\n### {file}: {covered} of {len(cases)} cases have a scenario\n")
         out.append("| case | scenarios |")
         out.append("|---|---|")
-        for case in cases:
-            names = citing.get((file, normalized(case)), [])
-            out.append(f"| {case.replace('|', '/')} | {', '.join(names) or '—'} |")
+        out += [f"| {case.replace('|', '/')} | {', '.join(n) or '—'} |"
+                for case, n in zip(cases, names, strict=True)]
     return out
 
 

@@ -340,10 +340,7 @@ class SysextStep(CommandStep):
     @property
     def summary(self) -> str:
         env = " ".join(f"{name}={value}" for name, value in self.env)
-        if self.verb in FREE_EXTENSION_TOOLS:
-            text = f"{self.verb} {self.args}"
-        else:
-            text = f"{self.verb} {self.args}".rstrip()
+        text = f"{self.verb} {self.args}".rstrip()
         return f"{text} ({env})" if env else text
 
 
