@@ -80,6 +80,11 @@ MASKED_UNITS = (
     # sshd runs without PAM, so no login makes a logind session; the initramfs mounts / and
     # /usr with the options in /etc/fstab, so there is nothing to remount.
     "systemd-logind.service", "systemd-remount-fs.service",
+    # The journal is volatile (VOLATILE_JOURNAL_DROPIN): there is nothing to flush to /var.
+    # Without PAM nothing reads /run/nologin, which systemd-user-sessions removes. utmp
+    # records logins and runlevels for `who` and `last` (the bookworm images only).
+    "systemd-journal-flush.service", "systemd-user-sessions.service",
+    "systemd-update-utmp.service", "systemd-update-utmp-runlevel.service",
 )
 # Coldplug skips devices nothing here waits for or loads a driver for: 71 ttys, 21 virtual
 # consoles, wakeup sources, memory blocks, CPUs, ..., and the ACPI, PNP, platform and PCI

@@ -30,6 +30,10 @@ EARLY_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "virtio_rng", "qemu_f
 BUSYBOX_CANDIDATES = (Path("/bin/busybox"), Path("/usr/bin/busybox"))
 # Printed when the init script gives up; machine.py treats it as a failed boot.
 FAILED_MARKER = "SYSEXT-HARNESS-INITRAMFS-FAILED"
+# Readahead of the virtio disks, set before anything is read from them: 8 MiB saved about
+# 1 s of QEMU CPU per reboot of refos-257-flatcar against the kernel's 128 KiB (6.12; the
+# 7.x kernel of refos-262 sets 8 MiB itself, and 128 KiB cost it 0.9 s).
+READ_AHEAD_KB = 8192
 # Printed first thing: a boot without it hung before the kernel ran us (silentboot.py).
 STARTED_MARKER = "SYSEXT-HARNESS-INITRAMFS"
 
@@ -63,6 +67,12 @@ find_device() {
     return 1
 }
 rootdev=$(find_device "$root") || fail "root file system $root not found"
+# Read ahead up to @READ_AHEAD_KB@ KiB on every virtio disk (kernels from 6.16 on choose
+# that themselves, older ones 128): under TCG each request the guest sends costs far more
+# than the bytes it moves.
+for queue in /sys/block/vd*/queue; do
+    echo @READ_AHEAD_KB@ > "$queue/read_ahead_kb" 2>/dev/null || true
+done
 mount -t ext4 -o rw "$rootdev" /root || fail "cannot mount $rootdev on /"
 usr=$(awk '$1 !~ /^#/ && $2 == "/usr" { print $1 " " $4; exit }' /root/etc/fstab)
 if [ -n "$usr" ]; then
@@ -78,7 +88,8 @@ fi
 mount --move /dev /root/dev
 umount /proc /sys
 exec switch_root /root /sbin/init
-""".replace("@FAILED@", FAILED_MARKER).replace("@STARTED@", STARTED_MARKER)
+""".replace("@FAILED@", FAILED_MARKER).replace("@STARTED@", STARTED_MARKER).replace(
+    "@READ_AHEAD_KB@", str(READ_AHEAD_KB))
 
 
 def find_busybox() -> Path:

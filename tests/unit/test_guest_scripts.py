@@ -202,7 +202,8 @@ def test_relink_unit_is_gated_and_ordered_before_sysext() -> None:
     unit = (images_dir() / "overlay/usr/lib/systemd/system/flatcar-sysext-relink.service")
     text = unit.read_text()
     for line in ("ConditionPathExists=/etc/sysext-harness/flatcar-relink-enabled",
-                 "DefaultDependencies=no", "WantedBy=sysinit.target",
+                 "ConditionDirectoryNotEmpty=/etc/extensions", "DefaultDependencies=no",
+                 "WantedBy=sysinit.target",
                  "ExecStart=/usr/lib/sysext-harness/flatcar-sysext-relink"):
         assert f"\n{line}\n" in text
     assert "systemd-sysext.service" in next(
