@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,11 @@ from harness.machine import qemu
 
 
 @pytest.fixture(autouse=True)
-def _fresh_release_cache() -> None:
+def _fresh_release_cache() -> Iterator[None]:
+    """Each test sees its own fake version, and later tests in the session the real one
+    again (the release is cached for the process)."""
+    qemu.qemu_release.cache_clear()
+    yield
     qemu.qemu_release.cache_clear()
 
 
