@@ -51,6 +51,7 @@ _SYSEXT_SH: tuple[str, ...] = (
     'Extension data in /var/lib/extensions.mutable/…, R/O hierarchy, ephemeral import mutability through env var, mutable merged',
     'Extension data pointing to mutable hierarchy, ephemeral import mutability, expected fail',
     'Extension data pointing to mutable hierarchy, import mutability, expected fail',
+    'Check if merging the hierarchy does not change its permissions, checking with --mutable=${mutable_mode}',
     'Check if merging an extension with matching ID succeeds',
     'Check if merging an extension that matches host ID_LIKE succeeds',
     'Check if merging fails in case of invalid mutable directory permissions',
