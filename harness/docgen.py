@@ -10,9 +10,11 @@ from pathlib import Path
 
 from harness.scenario import Scenario, load_scenarios
 from harness.scenario.upstream import (
+    INVENTORIES,
     UPSTREAM_CASES,
     UPSTREAM_TEST_FILES,
     UPSTREAM_VERSION,
+    applicability,
     normalized,
 )
 
@@ -66,31 +68,38 @@ def render_behaviour_doc(scenarios: list[Scenario], root: Path) -> str:
 
 
 def _upstream_table(scenarios: list[Scenario]) -> list[str]:
-    """Every listed upstream case with the scenarios that cite it (`source:`)."""
+    """Every listed upstream case with the scenarios that cite it (`source:`) and, for
+    the files titled by reading them, the systemd versions of our targets it applies to."""
     citing: dict[tuple[str, str], list[str]] = defaultdict(list)
     for s in sorted(scenarios, key=lambda s: s.name):
         for c in s.source:
             citing[(c.file, normalized(c.case))].append(s.name)
     out = [f"\n## Upstream cases (systemd {UPSTREAM_VERSION})\n",
            "The cases of systemd's own tests and the scenarios that mirror them (a "
-           "scenario's `source:`). Files whose cases are not listed yet: "
-           + ", ".join(f"`{f}`" for f in UPSTREAM_TEST_FILES if f not in UPSTREAM_CASES)
-           + "; scenarios citing them are listed under their file below.\n"]
+           "scenario's `source:`). `TEST-50-DISSECT.sysext.sh` names its cases; the "
+           "other files were read case by case (`harness/data/upstream/`), and their "
+           "tables say which systemd versions of the reference targets (252, 254, 257, "
+           "262) a case can apply to, or why it cannot.\n"]
     for file in UPSTREAM_TEST_FILES:
-        cases = UPSTREAM_CASES.get(file)
-        if cases is None:
-            cited = sorted({case for f, case in citing if f == file})
-            if cited:
-                out.append(f"\n### {file}\n")
-                out += [f"- {case}: {', '.join(citing[(file, case)])}" for case in cited]
-            continue
+        cases = UPSTREAM_CASES[file]
         names = [citing.get((file, normalized(case)), []) for case in cases]
         covered = sum(1 for n in names if n)
-        out.append(f"\n### {file}: {covered} of {len(cases)} cases have a scenario\n")
-        out.append("| case | scenarios |")
-        out.append("|---|---|")
-        out += [f"| {case.replace('|', '/')} | {', '.join(n) or '—'} |"
-                for case, n in zip(cases, names, strict=True)]
+        inventory = file in INVENTORIES
+        applies = [applicability(file, case) for case in cases]
+        cannot = sum(1 for a in applies if a.startswith("n/a"))
+        note = f"; {cannot} cannot apply to the reference targets" if cannot else ""
+        out.append(f"\n### {file}: {covered} of {len(cases)} cases have a scenario{note}\n")
+        if inventory:
+            out.append("| case | upstream lines | applies to systemd | scenarios |")
+            out.append("|---|---|---|---|")
+            out += [f"| {row.title.replace('|', '/')} | {row.lines} | "
+                    f"{row.applies.replace('|', '/')} | {', '.join(n) or '—'} |"
+                    for row, n in zip(INVENTORIES[file], names, strict=True)]
+        else:
+            out.append("| case | scenarios |")
+            out.append("|---|---|")
+            out += [f"| {case.replace('|', '/')} | {', '.join(n) or '—'} |"
+                    for case, n in zip(cases, names, strict=True)]
     return out
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 from types import MappingProxyType
 from typing import Any, Protocol
 
-from harness.scenario.model import Expectation
+from harness.scenario.model import Expectation, MountCheck
 from harness.scenario.values import (
     INVALID,
     Ctx,
@@ -31,6 +31,7 @@ from harness.scenario.values import (
     regex_item,
     str_list,
     text_item,
+    type_name,
 )
 
 PROBE_NAME = ".sysext-harness-probe"
@@ -419,6 +420,130 @@ def _unit_state(expect: Expectation, run: Run) -> list[Failure]:
     return _check_units(run, expect.unit_state)
 
 
+@dataclass(frozen=True)
+class _Mount:
+    """One line of /proc/self/mountinfo: what `mounted:` compares."""
+
+    target: str
+    fstype: str
+    source: str
+    options: frozenset[str]
+
+
+def _unescape(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash as octal escapes (\\040)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), field)
+
+
+def parse_mountinfo(text: str) -> dict[str, _Mount]:
+    """Mount point -> its topmost mount (the last line naming it wins, as the kernel lists
+    mounts stacked on one point in the order they were made)."""
+    mounts: dict[str, _Mount] = {}
+    for line in text.splitlines():
+        before, sep, after = line.partition(" - ")
+        fields_, tail = before.split(), after.split()
+        if not sep or len(fields_) < 6 or len(tail) < 2:
+            continue
+        options = set(fields_[5].split(","))
+        if len(tail) > 2:
+            options |= set(tail[2].split(","))
+        target = _unescape(fields_[4])
+        mounts[target] = _Mount(target, tail[0], _unescape(tail[1]), frozenset(options))
+    return mounts
+
+
+MOUNTINFO = "cat /proc/self/mountinfo"
+
+
+def _mounted(expect: Expectation, run: Run) -> list[Failure]:
+    if not isinstance(expect.mounted, Mapping):
+        return []
+    result = run(MOUNTINFO)
+    mounts = parse_mountinfo(result.stdout)
+    evidence = (Evidence.of(MOUNTINFO, result),)
+    failures: list[Failure] = []
+    for path, check in expect.mounted.items():
+        mount = mounts.get(path)
+        if mount is None:
+            failures.append(Failure(f"{path} is not a mount point", evidence))
+            continue
+        if check.fstype is not None and mount.fstype != check.fstype:
+            failures.append(Failure(
+                f"{path}: mounted as {mount.fstype}, expected {check.fstype}", evidence))
+        missing = [o for o in check.options if o not in mount.options]
+        if missing:
+            failures.append(Failure(
+                f"{path}: mount options lack {', '.join(missing)} "
+                f"(has {','.join(sorted(mount.options))})", evidence))
+        if check.source is not None:
+            failures += _check_source(run, path, mount, check.source)
+    return failures
+
+
+def _check_source(run: Run, path: str, mount: _Mount, source: str) -> list[Failure]:
+    """A device or file system name compares with mountinfo's source; a directory (a bind
+    mount's origin) must be the very directory `path` shows (same device and inode)."""
+    if not source.startswith("/") or source.startswith("/dev/"):
+        if mount.source == source:
+            return []
+        return [Failure(f"{path}: source is {mount.source}, expected {source}")]
+    cmd = f"stat -L -c %d:%i {shlex.quote(path)} {shlex.quote(source)}"
+    result = run(cmd)
+    ids = result.stdout.split()
+    if result.exit_code == 0 and len(ids) == 2 and ids[0] == ids[1]:
+        return []
+    return [Failure(f"{path} does not show {source} (not a bind mount of it)",
+                    (Evidence.of(cmd, result),))]
+
+
+def _not_mounted(expect: Expectation, run: Run) -> list[Failure]:
+    paths = _tuple(expect.not_mounted)
+    if not paths:
+        return []
+    result = run(MOUNTINFO)
+    mounts = parse_mountinfo(result.stdout)
+    evidence = (Evidence.of(MOUNTINFO, result),)
+    return [Failure(f"{p} is a mount point ({mounts[p].fstype} from {mounts[p].source}), "
+                    "expected none", evidence) for p in paths if p in mounts]
+
+
+def remembered_values(run: Run) -> Mapping[str, tuple[str, str]]:
+    """What `remember` steps kept, name -> (command, value), as the runner's probe
+    carries it; a bare callable (unit tests) remembers nothing."""
+    return getattr(run, "remembered", MappingProxyType({}))
+
+
+def _compare_remembered(expect_names: tuple[str, ...], run: Run, *,
+                        same: bool) -> list[Failure]:
+    failures: list[Failure] = []
+    memory = remembered_values(run)
+    for name in expect_names:
+        if name not in memory:
+            failures.append(Failure(
+                f"nothing remembered as {name!r}: its `remember` step did not run "
+                "(skipped by `when:`?)"))
+            continue
+        command, before = memory[name]
+        result = run(command)
+        now = result.stdout.strip()
+        evidence = (Evidence.of(command, result),)
+        if result.exit_code != 0:
+            failures.append(Failure(f"{name}: its command failed now", evidence))
+        elif same and now != before:
+            failures.append(Failure(f"{name} changed: was {before!r}, now {now!r}", evidence))
+        elif not same and now == before:
+            failures.append(Failure(f"{name} did not change: still {now!r}", evidence))
+    return failures
+
+
+def _unchanged(expect: Expectation, run: Run) -> list[Failure]:
+    return _compare_remembered(_tuple(expect.unchanged), run, same=True)
+
+
+def _changed(expect: Expectation, run: Run) -> list[Failure]:
+    return _compare_remembered(_tuple(expect.changed), run, same=False)
+
+
 # ----------------------------------------------------------------------- validators
 
 UNIT_STATES: tuple[str, ...] = (
@@ -521,6 +646,79 @@ def _v_unit_state(ctx: Ctx, key: str, value: object) -> Any:
     return MappingProxyType(out) if ok else INVALID
 
 
+MOUNT_CHECK_KEYS: tuple[str, ...] = ("fstype", "source", "options")
+
+
+def _v_mount_check(ctx: Ctx, key: str, value: object) -> MountCheck | None:
+    allowed = "nothing, or a mapping with fstype, source and options"
+    if value is None:
+        return MountCheck()
+    if not isinstance(value, dict):
+        ctx.error(key, f"expected a mapping, not a {type_name(value)}", value, allowed=allowed)
+        return None
+    ok = True
+    for k in value:
+        if k not in MOUNT_CHECK_KEYS:
+            ctx.error(join(key, k), "unknown mount check", k, allowed=MOUNT_CHECK_KEYS)
+            ok = False
+    fstype = value.get("fstype")
+    if fstype is not None and (not isinstance(fstype, str) or not fstype):
+        ctx.error(join(key, "fstype"), "must be a file system type", fstype,
+                  allowed="e.g. tmpfs, overlay, ext4")
+        ok = False
+    source = value.get("source")
+    if source is not None and (not isinstance(source, str) or not source):
+        ctx.error(join(key, "source"), "must be a device, a file system name or a directory",
+                  source, allowed="e.g. tmpfs, /dev/vdb, /run/share")
+        ok = False
+    options = str_list(ctx, join(key, "options"), value.get("options", []), text_item,
+                       allow_empty=True, what="an option or a list of them, e.g. ro")
+    if options is INVALID or not ok:
+        return None
+    return MountCheck(fstype=fstype, source=source,
+                      options=tuple(o for opt in options for o in opt.split(",") if o))
+
+
+def _v_mounted(ctx: Ctx, key: str, value: object) -> Any:
+    """`mounted: [/usr/share]` or `mounted: {/usr/share: {fstype: tmpfs, options: ro}}`."""
+    if isinstance(value, list | str):
+        paths = _v_paths(ctx, key, value)
+        if paths is INVALID:
+            return INVALID
+        return MappingProxyType({p: MountCheck() for p in paths})
+    if not isinstance(value, dict) or not value:
+        ctx.error(key, "mounted must be a path, a list of paths or a non-empty mapping",
+                  value, allowed="e.g. [/usr/share] or {/usr/share: {fstype: tmpfs}}")
+        return INVALID
+    out: dict[str, MountCheck] = {}
+    ok = True
+    for path, check in value.items():
+        sub = join(key, path)
+        p = abs_path(ctx, sub, path)
+        c = _v_mount_check(ctx, sub, check)
+        if p is None or c is None:
+            ok = False
+        else:
+            out[p.rstrip("/") or "/"] = c
+    return MappingProxyType(out) if ok else INVALID
+
+
+REMEMBERED_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+
+def remembered_name_item(ctx: Ctx, key: str, value: object) -> str | None:
+    if isinstance(value, str) and REMEMBERED_NAME.fullmatch(value):
+        return value
+    ctx.error(key, "not a name a `remember` step can give", value,
+              allowed="letters, digits, _ and -, not starting with a digit")
+    return None
+
+
+def _v_remembered(ctx: Ctx, key: str, value: object) -> Any:
+    return str_list(ctx, key, value, remembered_name_item,
+                    what="a remembered name or a list of them")
+
+
 # ------------------------------------------------------------------------ the keys
 
 CommandCheck = Callable[[Expectation, CommandOutput], list[Failure]]
@@ -563,6 +761,10 @@ _KEYS: tuple[ExpectKey, ...] = (
     StateKey("read_only", _v_paths, _read_only),
     StateKey("writable", _v_paths, _writable),
     StateKey("unit_state", _v_unit_state, _unit_state),
+    StateKey("mounted", _v_mounted, _mounted),
+    StateKey("not_mounted", _v_paths, _not_mounted),
+    StateKey("unchanged", _v_remembered, _unchanged),
+    StateKey("changed", _v_remembered, _changed),
 )
 EXPECT_REGISTRY: Mapping[str, ExpectKey] = MappingProxyType({k.name: k for k in _KEYS})
 _COMMAND: tuple[CommandKey, ...] = tuple(k for k in _KEYS if isinstance(k, CommandKey))

@@ -28,7 +28,10 @@ from harness.scenario.model import (
     DEFAULT_TIMEOUT,
     KNOWN_PERSONAS,
     AppliesTo,
+    BySystemd,
     Condition,
+    Expectation,
+    RememberStep,
     Scenario,
     Step,
     UpstreamCase,
@@ -456,6 +459,27 @@ def _build_step(
     return step if ok else None
 
 
+def _check_remembered_names(ctx: _Ctx, steps: list[Step]) -> None:
+    """`unchanged:`/`changed:` may only name values a `remember` step before them keeps."""
+    known: set[str] = set()
+    for step in steps:
+        expect = getattr(step, "expect", None)
+        if isinstance(expect, Expectation):
+            for key in ("unchanged", "changed"):
+                value = getattr(expect, key)
+                choices = ([v for _, v in value.choices]
+                           + ([value.default] if value.has_default else [])
+                           if isinstance(value, BySystemd) else [value])
+                for names in choices:
+                    for name in names or ():
+                        if name not in known:
+                            ctx.error(f"{step.key}.expect.{key}",
+                                      "no `remember` step before this one keeps this name",
+                                      name, allowed=sorted(known) or "(nothing remembered yet)")
+        if isinstance(step, RememberStep):
+            known.update(name for name, _ in step.commands)
+
+
 def _check_channel_extensions(ctx: _Ctx, channel: ChannelSpec | None,
                               specs: Mapping[str, ExtensionSpec]) -> None:
     """Channel images are sysext disk images: sysupdate downloads files, not trees."""
@@ -540,6 +564,7 @@ def _parse(path: Path, ctx: _Ctx) -> Scenario | None:
             step = _parse_step(ctx, i, raw, extension_names)
             if step is not None:
                 steps.append(step)
+        _check_remembered_names(ctx, steps)
 
     if ctx.errors:
         return None

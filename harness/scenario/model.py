@@ -151,6 +151,15 @@ class BySystemd:
 # ------------------------------------------------------------------------- expectations
 
 @dataclass(frozen=True)
+class MountCheck:
+    """What `mounted:` asks of the topmost mount on a path; unset parts are not checked."""
+
+    fstype: str | None = None
+    source: str | None = None  # findmnt's SOURCE, or for a bind mount the directory bound
+    options: tuple[str, ...] = ()  # each must be among the mount's options, e.g. ("ro",)
+
+
+@dataclass(frozen=True)
 class Expectation:
     """One `expect:` block. Unset keys are None; any value may be a `BySystemd`.
 
@@ -173,6 +182,10 @@ class Expectation:
     read_only: tuple[str, ...] | BySystemd | None = None
     writable: tuple[str, ...] | BySystemd | None = None
     unit_state: Mapping[str, str] | BySystemd | None = None
+    mounted: Mapping[str, MountCheck] | BySystemd | None = None
+    not_mounted: tuple[str, ...] | BySystemd | None = None
+    unchanged: tuple[str, ...] | BySystemd | None = None  # names a `remember` step kept
+    changed: tuple[str, ...] | BySystemd | None = None
 
     def items(self) -> list[tuple[str, Any]]:
         """The keys that are set, in declaration order."""
@@ -280,6 +293,7 @@ class RemoveStep(Step):
 @dataclass(frozen=True, kw_only=True)
 class MkdirStep(Step):
     path: str
+    mode: str | None = None  # octal digits, e.g. "0700"; None: the guest's umask decides
 
     @property
     def action(self) -> str:
@@ -287,7 +301,101 @@ class MkdirStep(Step):
 
     @property
     def summary(self) -> str:
-        return f"mkdir {self.path}"
+        return f"mkdir {self.path}" + (f" (mode {self.mode})" if self.mode else "")
+
+
+@dataclass(frozen=True, kw_only=True)
+class WriteStep(Step):
+    """Put a file with exactly this content, mode and owner into the guest (a config file
+    such as /etc/systemd/sysext.conf, a unit in /run), its directory created if missing."""
+
+    path: str
+    content: str
+    mode: str = "0644"  # octal digits
+    owner: str | None = None  # `user` or `user:group`; None: root, as copied
+
+    @property
+    def action(self) -> str:
+        return "write"
+
+    @property
+    def summary(self) -> str:
+        return f"write {self.path}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class MountStep(Step):
+    """A mount fixture under or over a hierarchy: a bind mount of `source` (which may be
+    `path` itself, to make it read-only with `options: ro`) or a new file system of
+    `fstype` (tmpfs). The mount point is created if missing."""
+
+    path: str
+    source: str | None = None  # bind mount from here
+    fstype: str | None = None  # or mount a new file system of this type
+    options: str | None = None  # e.g. "ro"; for a bind mount applied by a remount
+
+    @property
+    def action(self) -> str:
+        return "mount"
+
+    @property
+    def summary(self) -> str:
+        what = f"bind {self.source}" if self.source else self.fstype
+        return f"mount {what} on {self.path}" + (f" ({self.options})" if self.options else "")
+
+
+@dataclass(frozen=True, kw_only=True)
+class UmountStep(Step):
+    path: str
+    lazy: bool = False  # umount -l: detach now, even while busy
+
+    @property
+    def action(self) -> str:
+        return "umount"
+
+    @property
+    def summary(self) -> str:
+        return f"umount {'-l ' if self.lazy else ''}{self.path}"
+
+
+# Where `move_aside` puts a directory: next to it, so the scenario can still look at it.
+ASIDE_SUFFIX = ".sysext-harness-aside"
+
+
+@dataclass(frozen=True, kw_only=True)
+class MoveAsideStep(Step):
+    """Rename a directory (a hierarchy such as /opt) to PATH.sysext-harness-aside, so the
+    scenario runs as on a host without it; nothing happens if it does not exist."""
+
+    path: str
+
+    @property
+    def action(self) -> str:
+        return "move_aside"
+
+    @property
+    def aside(self) -> str:
+        return self.path + ASIDE_SUFFIX
+
+    @property
+    def summary(self) -> str:
+        return f"move {self.path} aside"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RememberStep(Step):
+    """Run commands and keep their output under names, so a later `expect:` can say the
+    value is `unchanged` (a mode, a mount ID) or `changed` (a unit's MainPID)."""
+
+    commands: tuple[tuple[str, str], ...]  # (name, shell command), in the order written
+
+    @property
+    def action(self) -> str:
+        return "remember"
+
+    @property
+    def summary(self) -> str:
+        return "remember " + ", ".join(name for name, _ in self.commands)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -125,6 +125,18 @@ class _StepLog:
 # ---------------------------------------------------------------------------- runner
 
 
+class _Probe:
+    """A guest command runner that also carries the run's remembered values."""
+
+    def __init__(self, run: Callable[[str], CommandOutput],
+                 remembered: Mapping[str, tuple[str, str]]) -> None:
+        self._run = run
+        self.remembered = remembered
+
+    def __call__(self, command: str) -> CommandOutput:
+        return self._run(command)
+
+
 class _Run:
     """One run of a scenario: the `RunContext` every step handler gets."""
 
@@ -147,6 +159,7 @@ class _Run:
         self.artifacts = artifacts
         self.resolved = resolved
         self.log = log
+        self.remembered: dict[str, tuple[str, str]] = {}
 
     def guest(self, command: str, timeout: float) -> CommandOutput:
         """Run a guest command and put it in the step log."""
@@ -174,12 +187,12 @@ class _Run:
         kind.run(self, step)
 
     def probe(self, step: Step) -> Run:
-        """The command runner state checks use: same timeout, same log."""
+        """The command runner state checks use: same timeout, same log, and what the
+        `remember` steps so far kept (`unchanged:`/`changed:` compare with it)."""
+        return _Probe(lambda command: self.guest(command, step.timeout), self.remembered)
 
-        def run(command: str) -> CommandOutput:
-            return self.guest(command, step.timeout)
-
-        return run
+    def remember(self, name: str, command: str, value: str) -> None:
+        self.remembered[name] = (command, value)
 
     def diagnostics(self) -> None:
         """Best effort: record what systemd-sysext sees, to read next to a failure."""

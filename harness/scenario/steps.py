@@ -24,8 +24,10 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from harness.errors import AssertionFailed, HarnessError
 from harness.scenario.expectations import (
+    REMEMBERED_NAME,
     CommandOutput,
     Evidence,
+    Failure,
     Run,
     check_command,
     check_state,
@@ -46,8 +48,11 @@ from harness.scenario.model import (
     ExpectStep,
     InstallStep,
     MkdirStep,
+    MountStep,
+    MoveAsideStep,
     OsUpdateStep,
     RebootStep,
+    RememberStep,
     RemoveStep,
     RunStep,
     Scenario,
@@ -57,6 +62,8 @@ from harness.scenario.model import (
     SysupdateStep,
     TargetLike,
     TrustCertificateStep,
+    UmountStep,
+    WriteStep,
 )
 from harness.scenario.values import (
     FILE_NAME_HELP,
@@ -164,6 +171,10 @@ class RunContext(Protocol):
 
     def copy_bytes(self, content: bytes, remote: str) -> None:
         """Put `content` at `remote` (mode 0644), logging the copy."""
+        ...
+
+    def remember(self, name: str, command: str, value: str) -> None:
+        """Keep a `remember` step's value for later `unchanged:`/`changed:` checks."""
         ...
 
 
@@ -289,13 +300,173 @@ def _run_remove(run: RunContext, step: RemoveStep) -> None:
     run.setup(step, f"rm -rf {shlex.quote(step.path)}")
 
 
+MODE = re.compile(r"[0-7]{3,4}")
+MODE_HELP = 'octal digits in quotes, e.g. "0755" (unquoted, YAML reads 0755 as a number)'
+
+
+def _parse_mode(ctx: Ctx, s: StepSource) -> str | None:
+    """A step's `mode:`; "" when absent, None (reported) when invalid."""
+    if "mode" not in s.raw:
+        return ""
+    mode = s.raw["mode"]
+    if isinstance(mode, str) and MODE.fullmatch(mode):
+        return mode
+    ctx.error(s.sub("mode"), "not a file mode", mode, allowed=MODE_HELP)
+    return None
+
+
 def _parse_mkdir(ctx: Ctx, s: StepSource) -> MkdirStep | None:
     path = abs_path(ctx, s.value_key, s.value, allow_root=False)
-    return MkdirStep(path=path, **s.common) if path else None
+    mode = _parse_mode(ctx, s)
+    if not path or mode is None:
+        return None
+    return MkdirStep(path=path, mode=mode or None, **s.common)
 
 
 def _run_mkdir(run: RunContext, step: MkdirStep) -> None:
-    run.setup(step, f"mkdir -p {shlex.quote(step.path)}")
+    path = shlex.quote(step.path)
+    chmod = f" && chmod {step.mode} {path}" if step.mode else ""
+    run.setup(step, f"mkdir -p {path}{chmod}")
+
+
+OWNER = re.compile(r"[a-z_][a-z0-9_-]*(:[a-z_][a-z0-9_-]*)?|[0-9]+(:[0-9]+)?")
+
+
+def _parse_write(ctx: Ctx, s: StepSource) -> WriteStep | None:
+    """`write: PATH` with `content:` and optionally `mode:` and `owner:`."""
+    path = abs_path(ctx, s.value_key, s.value, allow_root=False)
+    ok = path is not None
+    content = s.raw.get("content")
+    if not isinstance(content, str):
+        ctx.error(s.sub("content"), "a write step needs `content:`, a string", content,
+                  allowed='the file\'s text, e.g. "[SysExt]\\nMutable=auto\\n" or a | block')
+        ok = False
+    mode = _parse_mode(ctx, s)
+    owner = s.raw.get("owner")
+    if owner is not None and not (isinstance(owner, str) and OWNER.fullmatch(owner)):
+        ctx.error(s.sub("owner"), "not an owner", owner,
+                  allowed="user or user:group, by name or number, e.g. root:root or 0:0")
+        ok = False
+    if not ok or mode is None:
+        return None
+    assert path is not None and isinstance(content, str)
+    return WriteStep(path=path, content=content, mode=mode or "0644", owner=owner,
+                     **s.common)
+
+
+def _run_write(run: RunContext, step: WriteStep) -> None:
+    path = shlex.quote(step.path)
+    run.setup(step, f"mkdir -p {shlex.quote(posixpath.dirname(step.path))}")
+    run.copy_bytes(step.content.encode(), step.path)
+    chown = f" && chown {step.owner} {path}" if step.owner else ""
+    run.setup(step, f"chmod {step.mode} {path}{chown}")
+
+
+FSTYPE = re.compile(r"[a-z0-9_.-]+")
+
+
+def _parse_mount(ctx: Ctx, s: StepSource) -> MountStep | None:
+    """`mount: PATH` with `source:` (a bind mount) or `fstype:`, and maybe `options:`."""
+    path = abs_path(ctx, s.value_key, s.value, allow_root=False)
+    ok = path is not None
+    allowed = "`source: DIR` (a bind mount; DIR may be the mount point itself) or `fstype: tmpfs`"
+    has_source, has_fstype = "source" in s.raw, "fstype" in s.raw
+    if has_source == has_fstype:
+        ctx.error(s.key, "a mount step needs exactly one of `source:` and `fstype:`",
+                  allowed=allowed)
+        ok = False
+    source = fstype = None
+    if has_source:
+        source = abs_path(ctx, s.sub("source"), s.raw["source"])
+        ok = ok and source is not None
+    if has_fstype:
+        fstype = s.raw["fstype"]
+        if not isinstance(fstype, str) or not FSTYPE.fullmatch(fstype):
+            ctx.error(s.sub("fstype"), "not a file system type", fstype,
+                      allowed="e.g. tmpfs")
+            ok = False
+    options = s.raw.get("options")
+    if options is not None and (not isinstance(options, str) or not options
+                                or any(c.isspace() for c in options)):
+        ctx.error(s.sub("options"), "not mount options", options,
+                  allowed='comma-separated options without spaces, e.g. "ro" or "ro,nosuid"')
+        ok = False
+    if not ok:
+        return None
+    assert path is not None
+    return MountStep(path=path, source=source, fstype=fstype, options=options, **s.common)
+
+
+def _run_mount(run: RunContext, step: MountStep) -> None:
+    path = shlex.quote(step.path)
+    if step.source is not None:
+        command = f"mount --bind {shlex.quote(step.source)} {path}"
+        if step.options:
+            command += f" && mount -o remount,bind,{step.options} {path}"
+    else:
+        options = f" -o {step.options}" if step.options else ""
+        command = f"mount -t {step.fstype}{options} {step.fstype} {path}"
+    run.setup(step, f"mkdir -p {path} && {command}")
+
+
+def _parse_umount(ctx: Ctx, s: StepSource) -> UmountStep | None:
+    path = abs_path(ctx, s.value_key, s.value, allow_root=False)
+    lazy = s.raw.get("lazy", False)
+    if not isinstance(lazy, bool):
+        ctx.error(s.sub("lazy"), "must be true or false", lazy,
+                  allowed="true (umount -l: detach even while busy) or false")
+        return None
+    return UmountStep(path=path, lazy=lazy, **s.common) if path else None
+
+
+def _run_umount(run: RunContext, step: UmountStep) -> None:
+    run.setup(step, f"umount {'-l ' if step.lazy else ''}{shlex.quote(step.path)}")
+
+
+def _parse_move_aside(ctx: Ctx, s: StepSource) -> MoveAsideStep | None:
+    path = abs_path(ctx, s.value_key, s.value, allow_root=False)
+    if path in ("/usr", "/etc", "/var"):
+        ctx.error(s.value_key, "moving this aside would break the guest", path,
+                  allowed="a hierarchy the guest can do without, e.g. /opt")
+        return None
+    return MoveAsideStep(path=path, **s.common) if path else None
+
+
+def _run_move_aside(run: RunContext, step: MoveAsideStep) -> None:
+    path, aside = shlex.quote(step.path), shlex.quote(step.aside)
+    run.setup(step, f"if [ -e {path} ] || [ -L {path} ]; then mv -T {path} {aside}; fi")
+
+
+def _parse_remember(ctx: Ctx, s: StepSource) -> RememberStep | None:
+    """`remember: {host_pid: "systemctl show -P MainPID x.service", opt_mode: ...}`."""
+    value = s.value
+    allowed = 'a mapping of names to commands, e.g. {opt_mode: "stat -c %a /opt"}'
+    if not isinstance(value, dict) or not value:
+        ctx.error(s.value_key, "remember needs a non-empty mapping", value, allowed=allowed)
+        return None
+    commands: list[tuple[str, str]] = []
+    for name, command in value.items():
+        sub = join(s.value_key, name)
+        if not isinstance(name, str) or not REMEMBERED_NAME.fullmatch(name):
+            ctx.error(sub, "not a name to remember a value by", name,
+                      allowed="letters, digits, _ and -, not starting with a digit")
+            return None
+        checked = nonempty_str(ctx, sub, command, "a command")
+        if checked is None:
+            return None
+        commands.append((name, checked))
+    return RememberStep(commands=tuple(commands), **s.common)
+
+
+def _run_remember(run: RunContext, step: RememberStep) -> None:
+    for name, command in step.commands:
+        result = run.guest(command, step.timeout)
+        if result.exit_code != 0:
+            raise AssertionFailed(failure_message(
+                step.label, [Failure(f"the command to remember {name} failed")],
+                Evidence.of(command, result)))
+        run.remember(name, command, result.stdout.strip())
+        run.log.write(f"(remembered {name} = {result.stdout.strip()!r})")
 
 
 def _parse_trust(ctx: Ctx, s: StepSource) -> TrustCertificateStep | None:
@@ -524,7 +695,12 @@ _KINDS: tuple[StepKind[Any], ...] = (
     StepKind(("install",), _parse_install, _run_install, keys=("dir", "as")),
     StepKind(("symlink",), _parse_symlink, _run_symlink, keys=("to",)),
     StepKind(("remove",), _parse_remove, _run_remove),
-    StepKind(("mkdir",), _parse_mkdir, _run_mkdir),
+    StepKind(("mkdir",), _parse_mkdir, _run_mkdir, keys=("mode",)),
+    StepKind(("write",), _parse_write, _run_write, keys=("content", "mode", "owner")),
+    StepKind(("mount",), _parse_mount, _run_mount, keys=("source", "fstype", "options")),
+    StepKind(("umount",), _parse_umount, _run_umount, keys=("lazy",)),
+    StepKind(("move_aside",), _parse_move_aside, _run_move_aside),
+    StepKind(("remember",), _parse_remember, _run_remember),
     StepKind(SYSEXT_VERBS + CONFEXT_VERBS, _parse_sysext_verb, _run_command, bare=True,
              keys=("env",), command=True),
     StepKind(FREE_EXTENSION_TOOLS, _parse_sysext, _run_command, keys=("env",), command=True),

@@ -1,16 +1,20 @@
 """systemd's own sysext tests, case by case: what a scenario's `source:` may cite.
 
 The inventory is read from systemd's `test/units/` at v262.1 (Debian's `systemd-tests`
-package; `scripts/upstream-cases` prints it again for another version). Only
-TEST-50-DISSECT.sysext.sh names its cases (`: "..."` lines); the other files mark theirs
-with comments, so their cases are not listed here yet and `case:` is free text for them.
-docs/behaviour.md maps every listed case to the scenarios that cite it.
+package). TEST-50-DISSECT.sysext.sh names its cases (`: "..."` lines, listed below;
+`scripts/upstream-cases` prints them again for another version). The other files mark
+theirs with comments or not at all, so their cases were titled by reading the file; they
+live in `harness/data/upstream/FILE.tsv` (title, line range, the systemd versions of our
+targets the case can apply to, what it checks). docs/behaviour.md maps every case to the
+scenarios that cite it.
 """
 
 # ruff: noqa: E501 (upstream's case titles are kept verbatim, one per line)
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 
 UPSTREAM_VERSION = "262.1"
@@ -79,10 +83,53 @@ _SYSEXT_SH: tuple[str, ...] = (
     'Nested tmpfs submounts under the hierarchy survive merge/refresh/unmerge round-trip',
 )
 
-# File -> its cases, in the file's order. A file missing here has no inventory yet.
+INVENTORY_DIR = Path(__file__).resolve().parent.parent / "data" / "upstream"
+
+
+@dataclass(frozen=True)
+class InventoryCase:
+    """One case of a comment-marked upstream file, as its TSV row records it."""
+
+    title: str
+    lines: str  # line range in the upstream file, e.g. "450-454"
+    applies: str  # "all", a constraint such as ">=257", or "n/a: why not on our targets"
+    what: str  # what the case sets up and asserts
+
+
+def read_inventory(path: Path) -> tuple[InventoryCase, ...]:
+    """The rows of one inventory file (`#` lines are comments)."""
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        parts = line.split("\t")
+        if len(parts) != 4:
+            raise ValueError(f"{path}:{number}: expected 4 tab-separated fields, got {len(parts)}")
+        rows.append(InventoryCase(*(p.strip() for p in parts)))
+    return tuple(rows)
+
+
+# Inventories of the comment-marked files, file -> its cases in the file's order.
+INVENTORIES: Mapping[str, tuple[InventoryCase, ...]] = MappingProxyType({
+    file: read_inventory(INVENTORY_DIR / (file.removesuffix(".sh") + ".tsv"))
+    for file in UPSTREAM_TEST_FILES if file != "TEST-50-DISSECT.sysext.sh"
+})
+
+# File -> its cases, in the file's order.
 UPSTREAM_CASES: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "TEST-50-DISSECT.sysext.sh": _SYSEXT_SH,
+    **{file: tuple(c.title for c in cases) for file, cases in INVENTORIES.items()},
 })
+
+
+def applicability(file: str, case: str) -> str:
+    """On which of our targets' systemd versions a case can apply: "all", a constraint
+    such as ">=257", or "n/a: why not". The named sysext.sh cases apply everywhere
+    their scenario says."""
+    for row in INVENTORIES.get(file, ()):
+        if normalized(row.title) == normalized(case):
+            return row.applies
+    return "all"
 
 
 def normalized(text: str) -> str:

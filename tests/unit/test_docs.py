@@ -22,7 +22,8 @@ def test_upstream_table_lists_every_case_with_its_scenarios() -> None:
     from harness.scenario.upstream import UPSTREAM_CASES
 
     text = (project_root() / "docs" / "behaviour.md").read_text()
-    table = text[text.index("### TEST-50-DISSECT.sysext.sh"):]
+    start = text.index("### TEST-50-DISSECT.sysext.sh")
+    table = text[start:text.index("\n### ", start + 1)]
     rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
     cases = UPSTREAM_CASES["TEST-50-DISSECT.sysext.sh"]
     assert len(rows) == len(cases) + 1  # the header row and one row per case
@@ -30,3 +31,18 @@ def test_upstream_table_lists_every_case_with_its_scenarios() -> None:
     assert "vpick-version" in row
     covered = sum(1 for r in rows[1:] if not r.endswith("| — |"))
     assert f"{covered} of {len(cases)} cases have a scenario" in table
+
+
+def test_inventory_tables_say_where_each_case_applies() -> None:
+    from harness.scenario.upstream import INVENTORIES
+
+    text = (project_root() / "docs" / "behaviour.md").read_text()
+    for file, cases in INVENTORIES.items():
+        start = text.index(f"### {file}:")
+        end = text.find("\n### ", start + 1)
+        table = text[start:end if end > 0 else None]
+        rows = [line for line in table.splitlines()
+                if line.startswith("| ") and "---" not in line][1:]
+        assert len(rows) == len(cases)
+        for row, case in zip(rows, cases, strict=True):
+            assert row.startswith(f"| {case.title} | {case.lines} | {case.applies} |")

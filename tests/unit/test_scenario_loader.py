@@ -362,6 +362,23 @@ def test_all_problems_reported_at_once_with_key_paths_and_lines(tmp_path: Path) 
         ("description: d\ntags: merge\nsteps: [merge]\n", "tags", "list"),
         ("description: d\nextensions: [hello]\nsteps: [merge]\n", "extensions", "mapping"),
         ("description: d\nsteps: [{install: x}]\n", "steps[0].install", "not defined"),
+        ("description: d\nsteps: [{mkdir: /x, mode: 0755}]\n", "steps[0].mode", "quotes"),
+        ("description: d\nsteps: [{write: /etc/x}]\n", "steps[0].content", "needs `content:`"),
+        ("description: d\nsteps: [{write: /etc/x, content: a, owner: 'a b'}]\n",
+         "steps[0].owner", "not an owner"),
+        ("description: d\nsteps: [{mount: /usr/share}]\n", "steps[0]", "exactly one"),
+        ("description: d\nsteps: [{mount: /x, fstype: tmpfs, source: /y}]\n", "steps[0]",
+         "exactly one"),
+        ("description: d\nsteps: [{mount: /x, fstype: tmpfs, options: 'ro, nosuid'}]\n",
+         "steps[0].options", "without spaces"),
+        ("description: d\nsteps: [{umount: /x, lazy: 1}]\n", "steps[0].lazy", "true or false"),
+        ("description: d\nsteps: [{move_aside: /usr}]\n", "steps[0].move_aside", "break"),
+        ("description: d\nsteps: [{remember: {1pid: x}}]\n", "steps[0].remember.1pid",
+         "not a name"),
+        ("description: d\nsteps: [{expect: {unchanged: [pid]}}]\n",
+         "steps[0].expect.unchanged", "no `remember` step before"),
+        ("description: d\nsteps: [{expect: {mounted: {/usr: {fs: tmpfs}}}}]\n",
+         "steps[0].expect.mounted./usr.fs", "unknown mount check"),
     ],
 )
 def test_single_mistakes(tmp_path: Path, body: str, key: str, fragment: str) -> None:
@@ -525,18 +542,23 @@ def test_source_cites_upstream_cases(tmp_path: Path) -> None:
         source:
           - {upstream: TEST-50-DISSECT.sysext.sh, case: "Check if vpick works
               for directory extensions"}
-          - {upstream: TEST-72-SYSUPDATE.sh, case: the cleanup verb}
+          - {upstream: TEST-72-SYSUPDATE.sh, case: Refuse the cleanup verb with --cleanup=no}
         steps: [merge]
     """))
     source = load_scenario(path).source
     assert [(c.file, c.case) for c in source] == [
         ("TEST-50-DISSECT.sysext.sh", "Check if vpick works for directory extensions"),
-        ("TEST-72-SYSUPDATE.sh", "the cleanup verb")]  # no inventory yet: free text
+        ("TEST-72-SYSUPDATE.sh", "Refuse the cleanup verb with --cleanup=no")]
     single = write(tmp_path, dd("description: one\n", """\
-        source: {upstream: TEST-50-DISSECT.DDI.sh, case: a DDI}
+        source: {upstream: TEST-50-DISSECT.DDI.sh, case: Dissect the signed sysext DDI}
         steps: [merge]
     """), name="one.yaml")
     assert load_scenario(single).source[0].file == "TEST-50-DISSECT.DDI.sh"
+    loose = write(tmp_path, dd("description: loose\n", """\
+        source: {upstream: TEST-50-DISSECT.DDI.sh, case: a DDI}
+        steps: [merge]
+    """), name="loose.yaml")
+    assert keys_of(errors_of(loose)) == ["source.case"]  # every file has an inventory now
 
 
 def test_source_errors_name_key_and_allowed(tmp_path: Path) -> None:
@@ -544,7 +566,7 @@ def test_source_errors_name_key_and_allowed(tmp_path: Path) -> None:
         source:
           - {upstream: TEST-99-NOPE.sh, case: x}
           - {upstream: TEST-72-SYSUPDATE.sh, case: ""}
-          - {upstream: TEST-72-SYSUPDATE.sh, case: x, line: 3}
+          - {upstream: TEST-72-SYSUPDATE.sh, case: List the target versions correctly, line: 3}
           - TEST-72-SYSUPDATE.sh
           - {upstream: TEST-50-DISSECT.sysext.sh, case: Check if vpick works for dir extensions}
         steps: [merge]

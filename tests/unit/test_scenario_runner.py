@@ -480,3 +480,128 @@ def test_log_shares_file_with_machine_logger(tmp_path: Path) -> None:
     assert "[fake] step 1/2 (merge)\n" in text and "[fake] step 2/2 (unmerge)\n" in text
     assert "$ systemd-sysext merge\n[exit 0]\n" in text
     assert "$ systemd-sysext unmerge\n[exit 0]\n" in text
+
+
+# ------------------------------------------------------------ fixtures and memory
+
+
+MOUNTINFO = """\
+26 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
+27 26 254:16 / /usr ro,noatime shared:2 - ext4 /dev/vdb ro
+40 27 0:25 /share /usr/share rw,nosuid shared:12 - tmpfs tmpfs rw,mode=755
+41 27 0:25 /share /usr/share ro,nosuid shared:12 - tmpfs tmpfs rw,mode=755
+42 26 0:40 / /opt/my\\040dir rw - tmpfs tmpfs rw
+"""
+
+
+def test_fixture_steps_run_the_commands_they_say(tmp_path: Path) -> None:
+    s = scenario(tmp_path, """\
+        description: d
+        steps:
+          - mkdir: /var/lib/extensions.mutable/opt
+            mode: "0700"
+          - write: /etc/systemd/sysext.conf
+            content: "[SysExt]\\nMutable=auto\\n"
+            owner: root:root
+          - mount: /usr/share
+            source: /run/share
+            options: ro
+          - mount: /opt/outer
+            fstype: tmpfs
+          - umount: /usr/share
+            lazy: true
+          - move_aside: /opt
+    """)
+    m = FakeMachine()
+    run_scenario(s, m, target(), {})
+    assert m.commands == [
+        "mkdir -p /var/lib/extensions.mutable/opt && chmod 0700 /var/lib/extensions.mutable/opt",
+        "mkdir -p /etc/systemd",
+        "chmod 0644 /etc/systemd/sysext.conf",
+        "chmod 0644 /etc/systemd/sysext.conf && chown root:root /etc/systemd/sysext.conf",
+        "mkdir -p /usr/share && mount --bind /run/share /usr/share && "
+        "mount -o remount,bind,ro /usr/share",
+        "mkdir -p /opt/outer && mount -t tmpfs tmpfs /opt/outer",
+        "umount -l /usr/share",
+        "if [ -e /opt ] || [ -L /opt ]; then mv -T /opt /opt.sysext-harness-aside; fi",
+    ]
+    assert m.copies[0][1] == "/etc/systemd/sysext.conf"
+
+
+def test_mounted_checks_the_topmost_mount(tmp_path: Path) -> None:
+    s = scenario(tmp_path, """\
+        description: d
+        steps:
+          - expect:
+              mounted:
+                /usr/share: {fstype: tmpfs, options: [ro, nosuid], source: tmpfs}
+                /opt/my dir: {}
+              not_mounted: [/opt]
+    """)
+    m = FakeMachine([(r"mountinfo", Result(0, MOUNTINFO))])
+    run_scenario(s, m, target(), {})
+
+    s = scenario(tmp_path, """\
+        description: d
+        steps:
+          - expect:
+              mounted: {/usr: {fstype: overlay, options: rw}, /usr/share: {source: /run/share},
+                        /opt: null}
+              not_mounted: /usr
+    """)
+    m = FakeMachine([(r"mountinfo", Result(0, MOUNTINFO)),
+                     (r"^stat", Result(0, "25:7\n25:8\n"))])
+    with pytest.raises(AssertionFailed) as info:
+        run_scenario(s, m, target(), {})
+    text = str(info.value)
+    assert "/usr: mounted as ext4, expected overlay" in text
+    assert "/usr: mount options lack rw" in text
+    assert "/usr/share does not show /run/share" in text
+    assert "/opt is not a mount point" in text
+    assert "/usr is a mount point (ext4 from /dev/vdb), expected none" in text
+
+
+def test_remember_then_changed_and_unchanged(tmp_path: Path) -> None:
+    s = scenario(tmp_path, """\
+        description: d
+        steps:
+          - remember: {pid: "systemctl show -P MainPID a.service", mode: "stat -c %a /opt"}
+          - merge
+          - expect: {changed: pid, unchanged: [mode]}
+    """)
+    pids = iter(["100\n", "200\n"])
+    m = FakeMachine([(r"MainPID", lambda _: Result(0, next(pids))),
+                     (r"^stat", Result(0, "755\n"))])
+    run_scenario(s, m, target(), {})
+
+    pids = iter(["100\n", "100\n"])
+    modes = iter(["755\n", "700\n"])
+    m = FakeMachine([(r"MainPID", lambda _: Result(0, next(pids))),
+                     (r"^stat", lambda _: Result(0, next(modes)))])
+    with pytest.raises(AssertionFailed) as info:
+        run_scenario(s, m, target(), {})
+    assert "pid did not change: still '100'" in str(info.value)
+    assert "mode changed: was '755', now '700'" in str(info.value)
+
+
+def test_remember_fails_when_its_command_fails(tmp_path: Path) -> None:
+    s = scenario(tmp_path, """\
+        description: d
+        steps:
+          - remember: {pid: "systemctl show -P MainPID a.service"}
+    """)
+    m = FakeMachine([(r"MainPID", Result(1, "", "no such unit"))])
+    with pytest.raises(AssertionFailed, match="the command to remember pid failed"):
+        run_scenario(s, m, target(), {})
+
+
+def test_unchanged_after_a_skipped_remember_says_so(tmp_path: Path) -> None:
+    s = scenario(tmp_path, """\
+        description: d
+        steps:
+          - remember: {pid: "true"}
+            when: {systemd: ">=300"}
+          - expect: {unchanged: pid}
+    """)
+    with pytest.raises(AssertionFailed, match="nothing remembered as 'pid'"):
+        run_scenario(s, FakeMachine(), target(), {})
