@@ -219,14 +219,24 @@ def _norm(hierarchy: str) -> str:
     return hierarchy.rstrip("/") or "/"
 
 
-def status_command(hierarchy: str) -> str:
+def status_command(hierarchy: str, root: str | None = None) -> str:
     tool = "systemd-confext" if _norm(hierarchy) == CONFEXT_HIERARCHY else "systemd-sysext"
-    return f"{tool} status --json=short"
+    return f"{tool} {f'--root={shlex.quote(root)} ' if root else ''}status --json=short"
 
 
-def metadata_file(hierarchy: str) -> str:
+def metadata_file(hierarchy: str, root: str | None = None) -> str:
     meta = ".systemd-confext" if _norm(hierarchy) == CONFEXT_HIERARCHY else ".systemd-sysext"
-    return posixpath.join(_norm(hierarchy), meta, "extensions")
+    return posixpath.join(_in_root(_norm(hierarchy), root), meta, "extensions")
+
+
+def _in_root(path: str, root: str | None) -> str:
+    return _norm(root) + path if root and _norm(root) != "/" else path
+
+
+def tree_of(run: Run) -> str | None:
+    """The tree (`root:` of the step) whose hierarchies `merged` reads, as the runner's
+    probe carries it; a bare callable (unit tests) reads the real root."""
+    return getattr(run, "root", None)
 
 
 def read_merged(
@@ -234,25 +244,28 @@ def read_merged(
 ) -> tuple[dict[str, frozenset[str] | None], list[Evidence]]:
     """What is merged into each hierarchy, plus the commands that showed it.
 
-    Prefers `status --json=short`; for a hierarchy the JSON does not describe clearly,
-    reads `<hierarchy>/.systemd-sysext/extensions` (absent: nothing merged). A value of
-    None means neither source could be read.
+    Prefers `status --json=short` (with `--root=` for a step's tree); for a hierarchy the
+    JSON does not describe clearly, reads `<hierarchy>/.systemd-sysext/extensions`
+    (absent: nothing merged). A value of None means neither source could be read.
     """
+    root = tree_of(run)
     wanted = [_norm(h) for h in hierarchies]
     evidence: list[Evidence] = []
     parsed: dict[str, dict[str, frozenset[str]] | None] = {}
     out: dict[str, frozenset[str] | None] = {}
     for h in wanted:
-        cmd = status_command(h)
+        cmd = status_command(h, root)
         if cmd not in parsed:
             result = run(cmd)
             evidence.append(Evidence.of(cmd, result))
             parsed[cmd] = parse_status_json(result.stdout) if result.exit_code == 0 else None
         status = parsed[cmd]
-        if status is not None and h in status:
-            out[h] = status[h]
+        shown = next((k for k in (_in_root(h, root), h) if status is not None and k in status),
+                     None)
+        if status is not None and shown is not None:
+            out[h] = status[shown]
             continue
-        path = shlex.quote(metadata_file(h))
+        path = shlex.quote(metadata_file(h, root))
         cmd = f"test ! -e {path} || cat {path}"
         result = run(cmd)
         evidence.append(Evidence.of(cmd, result))

@@ -425,6 +425,7 @@ class SysextStep(CommandStep):
     verb: str  # one of SYSEXT_VERBS or CONFEXT_VERBS, or one of FREE_EXTENSION_TOOLS
     args: str = ""
     env: tuple[tuple[str, str], ...] = ()
+    root: str | None = None  # --root=: merge into this tree; `merged` checks read it too
 
     @property
     def action(self) -> str:
@@ -442,13 +443,14 @@ class SysextStep(CommandStep):
     @property
     def command(self) -> str:
         parts = [f"{name}={shlex.quote(value)}" for name, value in self.env]
-        parts += [self.tool, self.subcommand, self.args]
+        parts += [self.tool, f"--root={shlex.quote(self.root)}" if self.root else "",
+                  self.subcommand, self.args]
         return " ".join(p for p in parts if p)
 
     @property
     def summary(self) -> str:
         env = " ".join(f"{name}={value}" for name, value in self.env)
-        text = f"{self.verb} {self.args}".rstrip()
+        text = f"{self.verb} {self.args}".rstrip() + (f" in {self.root}" if self.root else "")
         return f"{text} ({env})" if env else text
 
 
@@ -586,6 +588,7 @@ class ExpectStep(Step):
     """A pure check of guest state (no command of its own)."""
 
     expect: Expectation
+    root: str | None = None  # `merged` and `merged_into` read this tree's hierarchies
 
     @property
     def action(self) -> str:

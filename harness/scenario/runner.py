@@ -129,9 +129,10 @@ class _Probe:
     """A guest command runner that also carries the run's remembered values."""
 
     def __init__(self, run: Callable[[str], CommandOutput],
-                 remembered: Mapping[str, tuple[str, str]]) -> None:
+                 remembered: Mapping[str, tuple[str, str]], root: str | None = None) -> None:
         self._run = run
         self.remembered = remembered
+        self.root = root  # the tree whose hierarchies `merged` reads (a step's `root:`)
 
     def __call__(self, command: str) -> CommandOutput:
         return self._run(command)
@@ -189,7 +190,8 @@ class _Run:
     def probe(self, step: Step) -> Run:
         """The command runner state checks use: same timeout, same log, and what the
         `remember` steps so far kept (`unchanged:`/`changed:` compare with it)."""
-        return _Probe(lambda command: self.guest(command, step.timeout), self.remembered)
+        return _Probe(lambda command: self.guest(command, step.timeout), self.remembered,
+                      getattr(step, "root", None))
 
     def remember(self, name: str, command: str, value: str) -> None:
         self.remembered[name] = (command, value)

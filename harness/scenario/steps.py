@@ -541,20 +541,32 @@ def _parse_env(ctx: Ctx, s: StepSource) -> tuple[tuple[str, str], ...] | None:
     return tuple(out)
 
 
+def _parse_root(ctx: Ctx, s: StepSource) -> str | None:
+    """A step's `root:` (a tree to merge into, as the initrd does with /sysroot); "" when
+    absent, None (reported) when invalid."""
+    if "root" not in s.raw:
+        return ""
+    return abs_path(ctx, s.sub("root"), s.raw["root"], allow_root=False)
+
+
 def _parse_sysext_verb(ctx: Ctx, s: StepSource) -> SysextStep | None:
     args = _verb_args(ctx, s.value_key, s.value)
     env = _parse_env(ctx, s)
-    if args is None or env is None:
+    root = _parse_root(ctx, s)
+    if args is None or env is None or root is None:
         return None
-    return SysextStep(verb=s.action, args=args, env=env, expect=s.expect, **s.common)
+    return SysextStep(verb=s.action, args=args, env=env, root=root or None, expect=s.expect,
+                      **s.common)
 
 
 def _parse_sysext(ctx: Ctx, s: StepSource) -> SysextStep | None:
     args = nonempty_str(ctx, s.value_key, s.value, s.action)
     env = _parse_env(ctx, s)
-    if args is None or env is None:
+    root = _parse_root(ctx, s)
+    if args is None or env is None or root is None:
         return None
-    return SysextStep(verb=s.action, args=args.strip(), env=env, expect=s.expect, **s.common)
+    return SysextStep(verb=s.action, args=args.strip(), env=env, root=root or None,
+                      expect=s.expect, **s.common)
 
 
 def _parse_run(ctx: Ctx, s: StepSource) -> RunStep | None:
@@ -679,7 +691,10 @@ def _run_channel(run: RunContext, step: ChannelStep) -> None:
 
 def _parse_expect_step(ctx: Ctx, s: StepSource) -> ExpectStep | None:
     block = parse_expect(ctx, s.value_key, s.value, command=False)
-    return ExpectStep(expect=block, **s.common) if block is not None else None
+    root = _parse_root(ctx, s)
+    if block is None or root is None:
+        return None
+    return ExpectStep(expect=block, root=root or None, **s.common)
 
 
 def _run_expect(run: RunContext, step: ExpectStep) -> None:
@@ -702,8 +717,9 @@ _KINDS: tuple[StepKind[Any], ...] = (
     StepKind(("move_aside",), _parse_move_aside, _run_move_aside),
     StepKind(("remember",), _parse_remember, _run_remember),
     StepKind(SYSEXT_VERBS + CONFEXT_VERBS, _parse_sysext_verb, _run_command, bare=True,
-             keys=("env",), command=True),
-    StepKind(FREE_EXTENSION_TOOLS, _parse_sysext, _run_command, keys=("env",), command=True),
+             keys=("env", "root"), command=True),
+    StepKind(FREE_EXTENSION_TOOLS, _parse_sysext, _run_command, keys=("env", "root"),
+             command=True),
     StepKind(("run",), _parse_run, _run_command, command=True),
     StepKind(("reboot",), _parse_reboot, _run_reboot, bare=True, keys=("shutdown",)),
     StepKind(tuple(OS_UPDATE_SLOTS), _parse_os_update, _run_os_update, bare=True,
@@ -711,7 +727,7 @@ _KINDS: tuple[StepKind[Any], ...] = (
     StepKind(("sysupdate",), _parse_sysupdate, _run_command, command=True),
     StepKind(("publish", "tamper"), _parse_channel, _run_channel),
     StepKind(("trust_certificate",), _parse_trust, _run_trust, bare=True),
-    StepKind(("expect",), _parse_expect_step, _run_expect),
+    StepKind(("expect",), _parse_expect_step, _run_expect, keys=("root",)),
 )
 # Action key -> its kind; also how the runner finds a step's handler (`step.action`).
 STEP_KINDS: Mapping[str, StepKind[Any]] = MappingProxyType(

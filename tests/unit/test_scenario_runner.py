@@ -605,3 +605,26 @@ def test_unchanged_after_a_skipped_remember_says_so(tmp_path: Path) -> None:
     """)
     with pytest.raises(AssertionFailed, match="nothing remembered as 'pid'"):
         run_scenario(s, FakeMachine(), target(), {})
+
+
+def test_root_tree_for_commands_and_merged_checks(tmp_path: Path) -> None:
+    s = scenario(tmp_path, """\
+        description: d
+        steps:
+          - merge:
+            root: /tmp/fake root
+            expect: {merged_into: {/opt: [a]}}
+          - expect: {merged_into: {/opt: []}}
+            root: /tmp/fake root
+    """)
+    answers = iter([Result(0, json.dumps([{"hierarchy": "/tmp/fake root/opt",
+                                            "extensions": ["a"], "since": 1}])),
+                    Result(0, json.dumps([{"hierarchy": "/opt", "extensions": "none",
+                                            "since": None}]))])
+    m = FakeMachine([(r"status", lambda _: next(answers))])
+    run_scenario(s, m, target(), {})
+    assert m.commands == [
+        "systemd-sysext --root='/tmp/fake root' merge",
+        "systemd-sysext --root='/tmp/fake root' status --json=short",
+        "systemd-sysext --root='/tmp/fake root' status --json=short",
+    ]
