@@ -621,22 +621,29 @@ def _v_merged_into(ctx: Ctx, key: str, value: object) -> Any:
     return MappingProxyType(out) if ok else INVALID
 
 
+def _path_mapping(ctx: Ctx, key: str, value: Mapping[Any, Any],
+                  item: Callable[[Ctx, str, object], Any]) -> Any:
+    """A mapping of absolute path -> what `item` makes of its value (None or INVALID: an
+    error it reported); paths lose a trailing slash."""
+    out: dict[str, Any] = {}
+    ok = True
+    for path, raw in value.items():
+        sub = join(key, path)
+        p = abs_path(ctx, sub, path)
+        checked = item(ctx, sub, raw)
+        if p is None or checked is None or checked is INVALID:
+            ok = False
+        else:
+            out[p.rstrip("/") or "/"] = checked
+    return MappingProxyType(out) if ok else INVALID
+
+
 def _v_file_contains(ctx: Ctx, key: str, value: object) -> Any:
     allowed = "a mapping of absolute path to a string or a list of strings"
     if not isinstance(value, dict) or not value:
         ctx.error(key, "file_contains must be a non-empty mapping", value, allowed=allowed)
         return INVALID
-    out: dict[str, tuple[str, ...]] = {}
-    ok = True
-    for path, texts in value.items():
-        sub = join(key, path)
-        p = abs_path(ctx, sub, path)
-        t = _v_texts(ctx, sub, texts)
-        if p is None or t is INVALID:
-            ok = False
-        else:
-            out[p] = t
-    return MappingProxyType(out) if ok else INVALID
+    return _path_mapping(ctx, key, value, _v_texts)
 
 
 def _v_unit_state(ctx: Ctx, key: str, value: object) -> Any:
@@ -703,17 +710,7 @@ def _v_mounted(ctx: Ctx, key: str, value: object) -> Any:
         ctx.error(key, "mounted must be a path, a list of paths or a non-empty mapping",
                   value, allowed="e.g. [/usr/share] or {/usr/share: {fstype: tmpfs}}")
         return INVALID
-    out: dict[str, MountCheck] = {}
-    ok = True
-    for path, check in value.items():
-        sub = join(key, path)
-        p = abs_path(ctx, sub, path)
-        c = _v_mount_check(ctx, sub, check)
-        if p is None or c is None:
-            ok = False
-        else:
-            out[p.rstrip("/") or "/"] = c
-    return MappingProxyType(out) if ok else INVALID
+    return _path_mapping(ctx, key, value, _v_mount_check)
 
 
 REMEMBERED_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
