@@ -608,28 +608,18 @@ def _v_merged_into(ctx: Ctx, key: str, value: object) -> Any:
     if not isinstance(value, dict) or not value:
         ctx.error(key, "merged_into must be a non-empty mapping", value, allowed=allowed)
         return INVALID
-    out: dict[str, frozenset[str]] = {}
-    ok = True
-    for hierarchy, names in value.items():
-        sub = join(key, hierarchy)
-        h = abs_path(ctx, sub, hierarchy, allow_root=False)
-        n = _v_names(ctx, sub, names)
-        if h is None or n is INVALID:
-            ok = False
-        else:
-            out[h.rstrip("/")] = n
-    return MappingProxyType(out) if ok else INVALID
+    return _path_mapping(ctx, key, value, _v_names, allow_root=False)
 
 
 def _path_mapping(ctx: Ctx, key: str, value: Mapping[Any, Any],
-                  item: Callable[[Ctx, str, object], Any]) -> Any:
+                  item: Callable[[Ctx, str, object], Any], *, allow_root: bool = True) -> Any:
     """A mapping of absolute path -> what `item` makes of its value (None or INVALID: an
     error it reported); paths lose a trailing slash."""
     out: dict[str, Any] = {}
     ok = True
     for path, raw in value.items():
         sub = join(key, path)
-        p = abs_path(ctx, sub, path)
+        p = abs_path(ctx, sub, path, allow_root=allow_root)
         checked = item(ctx, sub, raw)
         if p is None or checked is None or checked is INVALID:
             ok = False

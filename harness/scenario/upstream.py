@@ -122,16 +122,6 @@ UPSTREAM_CASES: Mapping[str, tuple[str, ...]] = MappingProxyType({
 })
 
 
-def applicability(file: str, case: str) -> str:
-    """On which of our targets' systemd versions a case can apply: "all", a constraint
-    such as ">=257", or "n/a: why not". The named sysext.sh cases apply everywhere
-    their scenario says."""
-    for row in INVENTORIES.get(file, ()):
-        if normalized(row.title) == normalized(case):
-            return row.applies
-    return "all"
-
-
 def normalized(text: str) -> str:
     """Whitespace folded, as YAML folding and line wrapping change it."""
     return " ".join(text.split())
