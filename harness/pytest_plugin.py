@@ -42,6 +42,8 @@ _WORKER_STATS = pytest.StashKey[list]()
 _TARGETS = pytest.StashKey[list]()
 _BACKEND = pytest.StashKey["Backend"]()
 _VCPUS = pytest.StashKey[tuple]()  # (vCPUs per machine, why)
+# (scenario, target) of every run to come, for shared prefixes (harness/scenario/shared_prefix)
+_RUNS = pytest.StashKey[list]()
 # user_properties key that carries (scenario, target) from a worker's report to the controller
 _CELL = "sysext_harness_cell"
 
@@ -73,6 +75,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="the libvirt connection for --backend libvirt (default: "
                          "qemu:///system); repeat it to spread the targets over several "
                          "hosts, e.g. qemu+ssh://root@lab1/system")
+    group.addoption("--no-shared-prefixes", action="store_true", default=False,
+                    help="run every step of every run, even where runs on one target share "
+                         "their steps up to a reboot (by default the first saves the state "
+                         "after it and the others start there; docs/targets.md)")
     group.addoption("--vcpus", default="auto", metavar="auto|N",
                     help="vCPUs per machine (default: auto, the host's cores divided by "
                          "the machines at once, 1 or 2; docs/targets.md)")
@@ -203,6 +209,9 @@ def harness_session(config: pytest.Config) -> HarnessSession:
         config.stash[_SESSION] = HarnessSession(root, config.stash[_RUN_NAME],
                                                 backend=config.stash[_BACKEND], vcpus=vcpus)
         config.stash[_SESSION].pool.progress(f"{vcpus} vCPU(s) per machine ({why})")
+        if not config.getoption("--no-shared-prefixes"):
+            runs: list = config.stash.get(_RUNS, [])
+            config.stash[_SESSION].shared.expect_runs(runs)
     return config.stash[_SESSION]
 
 
@@ -318,6 +327,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     scenario_items: list[pytest.Item] = [i for i in keep if isinstance(i, ScenarioItem)]
     scenario_items.sort(key=lambda i: target_order.get(i.target.name, 0))  # type: ignore[attr-defined]
     items[:] = others + scenario_items
+    config.stash[_RUNS] = [(i.scenario, i.target) for i in scenario_items]  # type: ignore[attr-defined]
 
 
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:

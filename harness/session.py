@@ -23,7 +23,7 @@ from harness.extensions.build import Artifact, build_extension
 from harness.extensions.signing import VerityKeys, run_keys
 from harness.extensions.spec import ExtensionSpec
 from harness.machine.backend import Backend
-from harness.machine.machine import Machine
+from harness.machine.machine import Machine, Snapshot
 from harness.machine.pool import MachinePool
 from harness.machine.rundir import RunDir
 from harness.paths import cache_dir
@@ -31,6 +31,8 @@ from harness.provisioning.http import ArtifactServer
 from harness.provisioning.prepare import prepare_boot, stage_served
 from harness.scenario import Scenario, run_scenario
 from harness.scenario.applicability import installed_on
+from harness.scenario.model import Step
+from harness.scenario.shared_prefix import RunPlan, SharedPrefixes, SharedState
 from harness.sysupdate.channel import UpdateChannel
 from harness.sysupdate.signing import SigningKey
 from harness.targets.model import Target
@@ -129,6 +131,9 @@ class HarnessSession:
         self._verity_keys: VerityKeys | None = None
         self.restore_seconds: list[float] = []
         self.scenario_seconds: dict[str, float] = {}
+        # States after a prefix of steps several runs share (harness.scenario.shared_prefix);
+        # the caller says which runs are to come (`shared.expect_runs`), else none is saved.
+        self.shared = SharedPrefixes(self.run_dir.path)
         atexit.register(self.close)
         # SIGTERM (e.g. a CI timeout) unwinds like Ctrl-C, so machines and overlays go away.
         if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
@@ -156,13 +161,15 @@ class HarnessSession:
     def build_artifacts(self, scenario: Scenario, target: Target) -> LazyArtifacts:
         return LazyArtifacts(scenario, target, self.verity_keys)
 
-    def machine(self, target: Target, label: str, logfile: Path | None = None) -> Machine:
-        """A restored machine for a test; the caller stops it with `pool.stop`."""
+    def machine(self, target: Target, label: str, logfile: Path | None = None,
+                snapshot: Snapshot | None = None) -> Machine:
+        """A restored machine for a test (from the target's snapshot, or `snapshot`, a later
+        state of it); the caller stops it with `pool.stop`."""
         started = time.monotonic()
         self.pool.snapshot(target)  # cold boot (once) is not part of restore time
         restore_start = time.monotonic()
         machine = self.pool.start(target, self.pool.workdir(label),
-                                  logger=_file_logger(logfile))
+                                  logger=_file_logger(logfile), snapshot=snapshot)
         self.restore_seconds.append(time.monotonic() - restore_start)
         machine.log(f"ready {time.monotonic() - started:.1f} s after request")
         return machine
@@ -187,6 +194,7 @@ class HarnessSession:
                         f"guest; running the scenario again from its snapshot "
                         f"(attempt {attempt + 1}, first attempt in {out}/attempt-{attempt})")
         finally:
+            self.shared.done(scenario, target)
             self._write_inputs(out, scenario, target, artifacts)  # records what was built
             self.scenario_seconds[f"{scenario.name}::{target.name}"] = (
                 time.monotonic() - started)
@@ -198,11 +206,42 @@ class HarnessSession:
             artifacts.build_needed()
             channel = self._serve_channel(scenario, target, artifacts, out, stack)
             if scenario.provisioning is None:
+                plan = self.shared.plan(scenario, target)
+                start = plan.start
                 machine = self.machine(target, f"{scenario.name}-{target.name}",
-                                       out / "machine.log")
-                self._run_steps(scenario, target, machine, artifacts, out, channel)
+                                       out / "machine.log",
+                                       snapshot=start.snapshot if start else None)
+                started_after = None
+                if start is not None:
+                    started_after = (start.index, f"saved after step {start.index + 1} by "
+                                                  f"{start.origin} on this target")
+                    machine.log(f"started from the shared state {started_after[1]} "
+                                f"(same steps, same extensions up to there)")
+                self._run_steps(scenario, target, machine, artifacts, out, channel,
+                                started_after=started_after,
+                                after_step=self._saver(scenario, machine, plan))
             else:
                 self._run_provisioned(scenario, target, artifacts, out, channel)
+
+    def _saver(self, scenario: Scenario, machine: Machine, plan: RunPlan
+               ) -> Callable[[Step], None] | None:
+        """The `after_step` hook that saves this run's state where later runs share it."""
+        if not plan.save_after:
+            return None
+
+        def save(step: Step) -> None:
+            key = plan.save_after.get(step.index)
+            if key is None:
+                return
+            started = time.monotonic()
+            snap = machine.checkpoint(self.shared.directory(key))
+            if snap is None:
+                return  # the backend cannot run on after saving
+            self.shared.keep(key, SharedState(snap, step.index, scenario.name))
+            machine.log(f"saved the state after step {step.index + 1} for "
+                        f"{self.shared.others_waiting(key)} more run(s) on this target in "
+                        f"{time.monotonic() - started:.1f} s (shared prefix)")
+        return save
 
     @staticmethod
     def _set_aside_attempt(out: Path, attempt: int, exc: EmulatorCrashed) -> None:
@@ -232,11 +271,14 @@ class HarnessSession:
 
     def _run_steps(self, scenario: Scenario, target: Target, machine: Machine,
                    artifacts: Mapping[str, Artifact], out: Path,
-                   channel: UpdateChannel | None = None) -> None:
+                   channel: UpdateChannel | None = None, *,
+                   started_after: tuple[int, str] | None = None,
+                   after_step: Callable[[Step], None] | None = None) -> None:
         try:
             run_scenario(scenario, machine, target, artifacts, log_path=out / "steps.log",
                          channel=channel,
-                         certificate=lambda: self.verity_keys().trusted.certificate_pem())
+                         certificate=lambda: self.verity_keys().trusted.certificate_pem(),
+                         started_after=started_after, after_step=after_step)
         finally:
             self._collect(machine, out)
             self.pool.stop(machine)

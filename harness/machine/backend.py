@@ -78,6 +78,16 @@ class Vm(Protocol):
         """Pause the guest and write its RAM and device state to `path`."""
         ...
 
+    @property
+    def resumes_after_save(self) -> bool:
+        """True when `resume` can let the guest run on after `save_state` (QEMU); False
+        when saving ends the VM (libvirt's save)."""
+        ...
+
+    def resume(self) -> None:
+        """Let a guest paused by `save_state` run on (only if `resumes_after_save`)."""
+        ...
+
     def stop(self) -> None:
         """End the VM politely, then by force; safe to call twice."""
         ...

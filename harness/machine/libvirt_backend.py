@@ -619,6 +619,11 @@ class LibvirtVm:
             self.backend.store.place(remote, path)
         self._close_mirror()
 
+    resumes_after_save = False  # libvirt's save ends the domain
+
+    def resume(self) -> None:
+        raise MachineError(f"{self.name}: libvirt cannot run a domain on after saving it")
+
     def stop(self, timeout: float = 10.0) -> None:
         """End the domain: SIGTERM to QEMU first (like the QEMU backend's QMP `quit`, the
         guest does not shut down), then by force. Safe to call twice."""

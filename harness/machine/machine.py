@@ -14,6 +14,7 @@ import contextlib
 import logging
 import re
 import shlex
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -176,6 +177,29 @@ class Machine:
         self.vm = None
         disk = directory / "disk.qcow2"
         self.disk.rename(disk)
+        disk.chmod(0o444)
+        return Snapshot(self.spec, disk, state, self.host_key, self.accel, port_works)
+
+    def checkpoint(self, directory: Path) -> Snapshot | None:
+        """Save this machine as a snapshot other runs can start from, and let it run on.
+
+        The saved disk is a copy of the overlay taken while the guest is paused after the
+        state was written (the migration has flushed it), so both belong to one instant.
+        None when the backend ends the VM on saving (libvirt): then nothing is saved."""
+        assert self.vm is not None
+        if not self.vm.resumes_after_save:
+            return None
+        self.execute("sync")
+        port_works = self._port_usable
+        self._close_ssh()  # no half-open SSH session in the saved state (as `snapshot`)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = directory / "state.bin"
+        self.vm.save_state(state)
+        disk = directory / "disk.qcow2"
+        try:
+            shutil.copyfile(self.disk, disk)
+        finally:
+            self.vm.resume()
         disk.chmod(0o444)
         return Snapshot(self.spec, disk, state, self.host_key, self.accel, port_works)
 

@@ -135,9 +135,11 @@ class MachinePool:
                                f"failed units:\n{failed or '(none listed)'}")
 
     def start(self, target: Target, workdir: Path,
-              logger: Callable[[str], None] | None = None) -> Machine:
-        """A fresh machine of `target`, restored from its snapshot."""
-        snap = self.snapshot(target)
+              logger: Callable[[str], None] | None = None,
+              snapshot: Snapshot | None = None) -> Machine:
+        """A fresh machine of `target`, restored from its snapshot (or from `snapshot`, a
+        later state of the same target saved by `Machine.checkpoint`)."""
+        snap = snapshot or self.snapshot(target)
         started = time.monotonic()
         machine = Machine.restore(snap, workdir, self.key, backend=self.backend,
                                   logger=logger or self.progress)

@@ -273,6 +273,12 @@ class QemuProcess:
         wait_until(completed, timeout=timeout, interval=0.05, on_timeout=lambda: MachineError(
             f"saving VM state did not finish in {timeout:.0f}s: {last[0]}"))
 
+    resumes_after_save = True  # QEMU's source VM stays, paused, after a migration
+
+    def resume(self) -> None:
+        """Run on after `save_state`: `cont` reactivates the disks the migration flushed."""
+        self.command("cont")
+
     def stop(self, timeout: float = 10.0) -> None:
         """Stop QEMU: politely over QMP, then by force. Safe to call twice."""
         self._close_port()

@@ -234,11 +234,17 @@ def run_scenario(
     log_path: Path | None = None,
     channel: Channel | None = None,
     certificate: Callable[[], bytes] | None = None,
+    *,
+    started_after: tuple[int, str] | None = None,
+    after_step: Callable[[Step], None] | None = None,
 ) -> None:
     """Run every step in order; raise on the first failing step.
 
     Steps whose `when:` does not hold are logged as skipped. `applies_to` is not checked
     here: deciding whether to run at all belongs to the caller (it skips, with a reason).
+    `started_after` (step index, where from): the machine was started from a state that
+    already holds the steps up to that one (harness.scenario.shared_prefix), so they are
+    logged as such, not run. `after_step` is called after each step that passed.
     """
     resolved = resolve_expectations(scenario, target)
     _check_artifacts(scenario, target, artifacts)
@@ -256,6 +262,9 @@ def run_scenario(
             run.install_channel()
         for step in scenario.steps:
             title = f"step {step.index + 1}/{total} ({step.name or step.summary})"
+            if started_after is not None and step.index <= started_after[0]:
+                log.write(f"\n== {title}: done in the shared state ({started_after[1]})")
+                continue
             if step.when is not None:
                 holds, why = step.when.holds(target)
                 if not holds:
@@ -277,4 +286,6 @@ def run_scenario(
                           f"{type(exc).__name__}: {exc}")
                 raise
             log.write(f"-- ok ({time.monotonic() - started:.1f}s)")
+            if after_step is not None:
+                after_step(step)
         log.write(f"\n# scenario {scenario.name} passed")
