@@ -111,13 +111,18 @@ def test_provisioned_or_channel_scenarios_share_nothing(tmp_path: Path) -> None:
     assert boundaries(fake, get_target("refos-257-flatcar")) == []
 
 
-@pytest.mark.parametrize("name", ["level-and-any-survive-update", "rollback-restores"])
-def test_the_update_scenarios_share_their_os_update(name: str) -> None:
-    """The three update scenarios are written to share the state after `os_update`: keep
-    them in step, or each pays its own reboot again."""
+@pytest.mark.parametrize(("name", "targets"), [
+    ("pinned-dropped-after-update", ("refos-257-flatcar", "refos-252-fcos")),
+    ("rollback-restores", ("refos-257-flatcar", "refos-252-fcos", "refos-254-kairos")),
+    ("kairos-pinned-survives-update", ("refos-254-kairos",)),
+])
+def test_the_update_scenarios_share_their_os_update(name: str, targets: tuple[str, ...]
+                                                    ) -> None:
+    """The update scenarios are written to share the state after `os_update`: keep them in
+    step, or each pays its own reboot again."""
     root = Path(__file__).resolve().parents[2] / "scenarios" / "updates"
-    reference = load_scenario(root / "pinned-dropped-after-update.yaml")
-    for target_name in ("refos-257-flatcar", "refos-252-fcos"):
+    reference = load_scenario(root / "level-and-any-survive-update.yaml")
+    for target_name in targets:
         target = get_target(target_name)
         assert (boundaries(load_scenario(root / f"{name}.yaml"), target)[0].key
                 == boundaries(reference, target)[0].key)
