@@ -166,19 +166,12 @@ class Machine:
 
     def snapshot(self, directory: Path) -> Snapshot:
         """Freeze this machine into a snapshot; the machine is stopped afterwards."""
-        assert self.vm is not None
-        self.execute("sync")
-        port_works = self._port_usable
-        self._close_ssh()
-        directory.mkdir(parents=True, exist_ok=True)
-        state = directory / "state.bin"
-        self.vm.save_state(state)
-        self.vm.stop()
-        self.vm = None
-        disk = directory / "disk.qcow2"
-        self.disk.rename(disk)
-        disk.chmod(0o444)
-        return Snapshot(self.spec, disk, state, self.host_key, self.accel, port_works)
+        def keep_overlay(disk: Path) -> None:
+            assert self.vm is not None
+            self.vm.stop()
+            self.vm = None
+            self.disk.rename(disk)
+        return self._save(directory, keep_overlay)
 
     def checkpoint(self, directory: Path) -> Snapshot | None:
         """Save this machine as a snapshot other runs can start from, and let it run on.
@@ -189,17 +182,27 @@ class Machine:
         assert self.vm is not None
         if not self.vm.resumes_after_save:
             return None
+
+        def copy_overlay(disk: Path) -> None:
+            assert self.vm is not None
+            try:
+                shutil.copyfile(self.disk, disk)
+            finally:
+                self.vm.resume()
+        return self._save(directory, copy_overlay)
+
+    def _save(self, directory: Path, place_disk: Callable[[Path], None]) -> Snapshot:
+        """Write the guest's state to `directory`, then let `place_disk` put the overlay
+        that belongs to it at the path it is given (the guest is paused meanwhile)."""
+        assert self.vm is not None
         self.execute("sync")
         port_works = self._port_usable
-        self._close_ssh()  # no half-open SSH session in the saved state (as `snapshot`)
+        self._close_ssh()  # no half-open SSH session in the saved state
         directory.mkdir(parents=True, exist_ok=True)
         state = directory / "state.bin"
         self.vm.save_state(state)
         disk = directory / "disk.qcow2"
-        try:
-            shutil.copyfile(self.disk, disk)
-        finally:
-            self.vm.resume()
+        place_disk(disk)
         disk.chmod(0o444)
         return Snapshot(self.spec, disk, state, self.host_key, self.accel, port_works)
 

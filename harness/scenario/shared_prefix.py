@@ -135,16 +135,24 @@ class SharedPrefixes:
         self.root = root
         self.wanted: Counter[str] = Counter()
         self.saved: dict[str, SharedState] = {}
+        self._boundaries: dict[tuple[str, str], list[Boundary]] = {}
+
+    def _of(self, scenario: Scenario, target: TargetLike) -> list[Boundary]:
+        """`boundaries` of a run, worked out once per session (counted, planned, done)."""
+        run = (str(scenario.path), target.name)
+        if run not in self._boundaries:
+            self._boundaries[run] = boundaries(scenario, target)
+        return self._boundaries[run]
 
     def expect_runs(self, runs: Iterable[tuple[Scenario, TargetLike]]) -> None:
         """Count the runs the session will make (the collected, applicable pairs)."""
         for scenario, target in runs:
-            self.wanted.update(b.key for b in boundaries(scenario, target))
+            self.wanted.update(b.key for b in self._of(scenario, target))
 
     def plan(self, scenario: Scenario, target: TargetLike) -> RunPlan:
         """Start from the longest saved prefix of this run; save after a later boundary
         that another run still to come shares."""
-        found = boundaries(scenario, target)
+        found = self._of(scenario, target)
         plan = RunPlan()
         for boundary in reversed(found):
             if boundary.key in self.saved:
@@ -167,7 +175,7 @@ class SharedPrefixes:
 
     def done(self, scenario: Scenario, target: TargetLike) -> None:
         """A run ended (however): drop the states no run still to come wants."""
-        for boundary in boundaries(scenario, target):
+        for boundary in self._of(scenario, target):
             self.wanted[boundary.key] -= 1
             if self.wanted[boundary.key] <= 0 and boundary.key in self.saved:
                 del self.saved[boundary.key]
