@@ -37,7 +37,7 @@ def _applies(scenario: Scenario) -> str:
         parts.append("targets " + ", ".join(a.targets))
     if scenario.provisioning is not None:
         parts.append(f"first-boot {scenario.provisioning.kind}")
-    if scenario.update_channel is not None:
+    if scenario.uses_sysupdate:
         parts.append("targets that ship systemd-sysupdate (not Debian 12's 252)")
     text = "; ".join(parts) if parts else "every target"
     if a.reason:

@@ -50,7 +50,7 @@ def applicability(scenario: Scenario, target: ApplicabilityTarget) -> tuple[bool
     if prov is not None and prov.kind != target.persona.provisioning:
         return False, (f"provisioned with {prov.kind}; persona {target.persona.name} takes "
                        f"{target.persona.provisioning}")
-    if scenario.update_channel is not None and not target.base.sysupdate:
+    if scenario.uses_sysupdate and not target.base.sysupdate:
         what = (f"{target.base.suite}'s systemd {target.systemd_version}"
                 if target.kind == "reference" else f"image target {target.name}")
         return False, f"uses systemd-sysupdate, which {what} does not ship"

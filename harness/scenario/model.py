@@ -505,9 +505,12 @@ SYSUPDATE = "/usr/lib/systemd/systemd-sysupdate"
 
 @dataclass(frozen=True, kw_only=True)
 class SysupdateStep(CommandStep):
-    """`sysupdate: ARGS`: run systemd-sysupdate in the guest against the scenario's channel."""
+    """`sysupdate: ARGS`: run systemd-sysupdate in the guest, against the scenario's channel
+    or against transfer files the scenario writes itself (upstream's TEST-72 does both);
+    `env` is set for that one command (SYSTEMD_OPENPGP_KEYRING and the like)."""
 
     args: str
+    env: tuple[tuple[str, str], ...] = ()
 
     @property
     def action(self) -> str:
@@ -515,11 +518,13 @@ class SysupdateStep(CommandStep):
 
     @property
     def command(self) -> str:
-        return f"{SYSUPDATE} {self.args}"
+        parts = [f"{name}={shlex.quote(value)}" for name, value in self.env]
+        return " ".join([*parts, SYSUPDATE, self.args])
 
     @property
     def summary(self) -> str:
-        return f"sysupdate {self.args}"
+        env = " ".join(f"{name}={value}" for name, value in self.env)
+        return f"sysupdate {self.args} ({env})" if env else f"sysupdate {self.args}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -622,6 +627,12 @@ class Scenario:
     provisioning: Provisioning | None = None  # first-boot config; None: start from a snapshot
     update_channel: ChannelSpec | None = None  # a systemd-sysupdate channel served by the host
     source: tuple[UpstreamCase, ...] = ()  # the upstream cases it mirrors
+
+    @property
+    def uses_sysupdate(self) -> bool:
+        """Whether it needs the guest's systemd-sysupdate: a channel or a `sysupdate` step."""
+        return self.update_channel is not None or any(
+            isinstance(s, SysupdateStep) for s in self.steps)
 
     def installed_extensions(self) -> tuple[str, ...]:
         """Extension names some `install` step uses, in first-use order."""

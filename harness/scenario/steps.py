@@ -576,9 +576,10 @@ def _parse_run(ctx: Ctx, s: StepSource) -> RunStep | None:
 
 def _parse_sysupdate(ctx: Ctx, s: StepSource) -> SysupdateStep | None:
     args = nonempty_str(ctx, s.value_key, s.value, "sysupdate")
-    if args is None:
+    env = _parse_env(ctx, s)
+    if args is None or env is None:
         return None
-    return SysupdateStep(args=args.strip(), expect=s.expect, **s.common)
+    return SysupdateStep(args=args.strip(), env=env, expect=s.expect, **s.common)
 
 
 def _run_command(run: RunContext, step: CommandStep) -> None:
@@ -724,7 +725,7 @@ _KINDS: tuple[StepKind[Any], ...] = (
     StepKind(("reboot",), _parse_reboot, _run_reboot, bare=True, keys=("shutdown",)),
     StepKind(tuple(OS_UPDATE_SLOTS), _parse_os_update, _run_os_update, bare=True,
              keys=("shutdown",)),
-    StepKind(("sysupdate",), _parse_sysupdate, _run_command, command=True),
+    StepKind(("sysupdate",), _parse_sysupdate, _run_command, keys=("env",), command=True),
     StepKind(("publish", "tamper"), _parse_channel, _run_channel),
     StepKind(("trust_certificate",), _parse_trust, _run_trust, bare=True),
     StepKind(("expect",), _parse_expect_step, _run_expect, keys=("root",)),

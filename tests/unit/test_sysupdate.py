@@ -181,6 +181,21 @@ def test_sysupdate_scenarios_are_not_applicable_without_sysupdate() -> None:
     assert applicability(s, get_target("refos-257-flatcar")) == (True, "")
 
 
+def test_sysupdate_step_without_a_channel_takes_env_and_needs_sysupdate(tmp_path: Path) -> None:
+    from harness.scenario.applicability import applicability
+    s = load_scenario(write(tmp_path, "description: d\nsteps:\n  - sysupdate: --verify=no update\n"
+                            "    env: {SYSTEMD_SYSUPDATE_VERIFY_FRESHNESS: 0}\n"))
+    step = s.steps[0]
+    assert isinstance(step, SysupdateStep) and s.update_channel is None and s.uses_sysupdate
+    assert step.command == ("SYSTEMD_SYSUPDATE_VERIFY_FRESHNESS=0 "
+                            "/usr/lib/systemd/systemd-sysupdate --verify=no update")
+    ok, reason = applicability(s, get_target("refos-252-flatcar"))
+    assert not ok and "does not ship" in reason
+    with pytest.raises(ConfigErrors, match="not an environment variable name"):
+        load_scenario(write(tmp_path, "description: d\nsteps:\n  - sysupdate: update\n"
+                            "    env: {1X: y}\n"))
+
+
 # ------------------------------------------------------------------------ host side
 
 needs_tools = pytest.mark.skipif(
