@@ -11,6 +11,7 @@ from pathlib import Path
 from harness.scenario import Scenario, load_scenarios
 from harness.scenario.upstream import (
     INVENTORIES,
+    NOT_COVERED,
     UPSTREAM_CASES,
     UPSTREAM_TEST_FILES,
     UPSTREAM_VERSION,
@@ -79,6 +80,12 @@ def _upstream_table(scenarios: list[Scenario]) -> list[str]:
            "other files were read case by case (`harness/data/upstream/`), and their "
            "tables say which systemd versions of the reference targets (252, 254, 257, "
            "262) a case can apply to, or why it cannot.\n"]
+    applicable = [(file, case) for file in UPSTREAM_TEST_FILES for case in UPSTREAM_CASES[file]
+                  if not _cannot_apply(file, case)]
+    mirrored = sum(1 for key in applicable if citing.get((key[0], normalized(key[1]))))
+    out.append(f"**{mirrored} of the {len(applicable)} cases that can apply to the reference "
+               f"targets have a scenario ({100 * mirrored // len(applicable)}%).** A case "
+               "without one says why (`harness/data/upstream/not-covered.tsv`).\n")
     for file in UPSTREAM_TEST_FILES:
         cases = UPSTREAM_CASES[file]
         names = [citing.get((file, normalized(case)), []) for case in cases]
@@ -87,6 +94,8 @@ def _upstream_table(scenarios: list[Scenario]) -> list[str]:
         cannot = sum(1 for row in INVENTORIES.get(file, ()) if row.applies.startswith("n/a"))
         note = f"; {cannot} cannot apply to the reference targets" if cannot else ""
         out.append(f"\n### {file}: {covered} of {len(cases)} cases have a scenario{note}\n")
+        names = [n or [f"— ({NOT_COVERED[(file, case)]})" if (file, case) in NOT_COVERED
+                       else "—"] for case, n in zip(cases, names, strict=True)]
         if inventory:
             out.append("| case | upstream lines | applies to systemd | scenarios |")
             out.append("|---|---|---|---|")
@@ -99,6 +108,12 @@ def _upstream_table(scenarios: list[Scenario]) -> list[str]:
             out += [f"| {case.replace('|', '/')} | {', '.join(n) or '—'} |"
                     for case, n in zip(cases, names, strict=True)]
     return out
+
+
+def _cannot_apply(file: str, case: str) -> bool:
+    """Whether the inventory marks the case as impossible on the reference targets."""
+    return any(row.title == case and row.applies.startswith("n/a")
+               for row in INVENTORIES.get(file, ()))
 
 
 def behaviour_doc(project: Path) -> str:

@@ -122,6 +122,27 @@ UPSTREAM_CASES: Mapping[str, tuple[str, ...]] = MappingProxyType({
 })
 
 
+def read_not_covered(path: Path) -> Mapping[tuple[str, str], str]:
+    """(file, case) -> why no scenario mirrors it yet (`#` lines are comments); every case
+    must be one of the inventory's, so a renamed case cannot leave a stale reason behind."""
+    reasons: dict[tuple[str, str], str] = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        parts = [p.strip() for p in line.split("\t")]
+        if len(parts) != 3:
+            raise ValueError(f"{path}:{number}: expected 3 tab-separated fields, got {len(parts)}")
+        file, case, reason = parts
+        if case not in UPSTREAM_CASES.get(file, ()):
+            raise ValueError(f"{path}:{number}: {file} has no case {case!r}")
+        reasons[(file, case)] = reason
+    return MappingProxyType(reasons)
+
+
+# Applicable cases without a scenario yet, with the reason docs/behaviour.md shows.
+NOT_COVERED: Mapping[tuple[str, str], str] = read_not_covered(INVENTORY_DIR / "not-covered.tsv")
+
+
 def normalized(text: str) -> str:
     """Whitespace folded, as YAML folding and line wrapping change it."""
     return " ".join(text.split())
