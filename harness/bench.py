@@ -275,6 +275,7 @@ def bench_suite(target_pattern: str | None, jobs: int = 1,
                   if matrix.exists() else {})
     return {
         **run_kinds(matrix),
+        "suite_seconds_per_group": group_costs(matrix),
         "suite_seconds_per_target": per_target,
         "suite_wall_s": round(wall, 1),
         "suite_scenario_runs": tests,
@@ -282,6 +283,24 @@ def bench_suite(target_pattern: str | None, jobs: int = 1,
         "suite_avg_per_scenario_s": round(wall / max(tests, 1), 2),
         "suite_exit_code": proc.returncode,
     }
+
+
+def group_costs(matrix: Path) -> dict[str, dict[str, float]]:
+    """Per scenario directory (scenarios/GROUP/): how many runs it had on a machine and
+    their summed seconds, so the cost of a group of new scenarios can be read off."""
+    if not matrix.exists():
+        return {}
+    root = project_root() / "scenarios"
+    group_of = {path.stem: path.relative_to(root).parts[0] for path in root.rglob("*.yaml")
+                if len(path.relative_to(root).parts) > 1}
+    out: dict[str, dict[str, float]] = {}
+    for scenario, row in json.loads(matrix.read_text()).get("results", {}).items():
+        cost = out.setdefault(group_of.get(scenario, "(top level)"), {"runs": 0, "seconds": 0.0})
+        for cell in row.values():
+            if "seconds" in cell:
+                cost["runs"] += 1
+                cost["seconds"] = round(cost["seconds"] + float(cell["seconds"]), 1)
+    return dict(sorted(out.items()))
 
 
 def run_kinds(matrix: Path) -> dict[str, float]:
@@ -402,6 +421,10 @@ def main(argv: list[str] | None = None) -> int:
     slowest = results.get("reboot_slowest_units", [])
     if isinstance(slowest, list) and slowest:
         print("  slowest units in that boot: " + "; ".join(slowest))
+    per_group = results.get("suite_seconds_per_group", {})
+    for group, cost in (per_group.items() if isinstance(per_group, dict) else ()):
+        print(f"  scenarios/{group + '/':<30} {int(cost['runs']):>4} runs, "
+              f"{cost['seconds']} s of machine time")
     per_target = results.get("suite_seconds_per_target", {})
     for target, seconds in (per_target.items() if isinstance(per_target, dict) else ()):
         print(f"  scenario runs on {target:<41} {seconds} s")

@@ -39,3 +39,19 @@ def test_run_kinds_tells_booted_runs_from_snapshot_runs(tmp_path: Path) -> None:
     assert run_kinds(matrix) == {"suite_snapshot_runs": 1, "suite_snapshot_run_avg_s": 2.0,
                                  "suite_boot_runs": 3, "suite_boot_run_avg_s": 16.0}
     assert run_kinds(tmp_path / "missing.json") == {}
+
+
+def test_group_costs_sum_the_runs_of_each_scenario_directory(tmp_path: Path) -> None:
+    from harness.bench import group_costs
+
+    matrix = tmp_path / "matrix.json"
+    matrix.write_text(json.dumps({"results": {
+        "partitions": {"refos-262-fcos": {"outcome": "pass", "seconds": 50.0},
+                       "refos-257-fcos": {"outcome": "fail", "seconds": 30.5},
+                       "refos-252-fcos": {"outcome": "n/a", "detail": "needs 254"}},
+        "cleanup": {"refos-262-fcos": {"outcome": "pass", "seconds": 3.2}},
+        "merge-squashfs": {"refos-262-fcos": {"outcome": "pass", "seconds": 2.0}},
+    }}))
+    costs = group_costs(matrix)
+    assert costs["sysupdate-tool"] == {"runs": 3, "seconds": 83.7}
+    assert costs["merge"] == {"runs": 1, "seconds": 2.0}
