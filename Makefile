@@ -28,7 +28,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 # Machines at once: JOBS=2 runs two targets side by side (pytest-xdist, one worker per
 # target group). The run is CPU-bound under TCG, so more than the core count only slows
-# everything down.
+# everything down. JOBS=auto: one per core, as many as the available memory holds.
 JOBS ?= 1
 # vCPUs per machine: auto gives each machine the host's cores divided by JOBS (1 or 2);
 # under TCG more vCPU threads than cores only contend (docs/targets.md).

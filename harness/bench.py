@@ -25,6 +25,7 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.machine.backend import Backend
+from harness.machine.capacity import parse_jobs, xdist_args
 from harness.machine.libvirt_backend import DEFAULT_URI
 from harness.machine.libvirt_hosts import BACKENDS, select_backend
 from harness.machine.machine import Machine
@@ -250,7 +251,7 @@ def bench_os_update(pool: MachinePool, target: Target) -> float:
         pool.stop(machine)
 
 
-def bench_suite(target_pattern: str | None, jobs: int = 1,
+def bench_suite(target_pattern: str | None, jobs: str = "1",
                 backend_args: Sequence[str] = ()) -> dict[str, object]:
     """Run the default scenario suite as `make test-scenario` does and time it."""
     with tempfile.TemporaryDirectory(prefix="sysext-harness-bench-junit-") as tmp:
@@ -259,8 +260,7 @@ def bench_suite(target_pattern: str | None, jobs: int = 1,
                 f"--junitxml={junit}"]
         if target_pattern:
             argv += ["--target", target_pattern]
-        if jobs > 1:
-            argv += ["-n", str(jobs), "--dist", "loadgroup"]
+        argv += xdist_args(jobs)
         argv += backend_args
         started = time.monotonic()
         proc = subprocess.run(argv, cwd=project_root())
@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="targets for the suite run (default: every default target)")
     parser.add_argument("--boot-target", default="refos-257-flatcar")
     parser.add_argument("--skip-suite", action="store_true")
-    parser.add_argument("--jobs", type=int, default=1,
+    parser.add_argument("--jobs", type=parse_jobs, default="1",
                         help="machines at once for the suite run (pytest-xdist workers)")
     parser.add_argument("--backend", choices=BACKENDS, default="qemu",
                         help="libvirt: also measure cold boot, save and restore through "

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ConfigError, HarnessError
+from harness.machine.capacity import parse_jobs, xdist_args
 from harness.machine.vcpus import parse_vcpus
 
 
@@ -221,8 +222,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         return 0
     argv = [str(scenario), "-c", str(check_dir / "pytest.ini"), "--rootdir", str(check_dir),
             "-p", "no:cacheprovider", "--artifacts", str(artifacts), *target_args(targets)]
-    if args.jobs > 1:
-        argv += ["-n", str(args.jobs), "--dist", "loadgroup"]
+    argv += xdist_args(args.jobs)
     argv += ["--backend", args.backend, "--vcpus", args.vcpus]
     for uri in args.libvirt_uri:
         argv += ["--libvirt-uri", uri]
@@ -354,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "nothing")
     p.add_argument("--artifacts", default="artifacts", metavar="DIR",
                    help="artifact root; the scenario goes to DIR/check (default: %(default)s)")
-    p.add_argument("-j", "--jobs", type=int, default=1,
+    p.add_argument("-j", "--jobs", type=parse_jobs, default="1",
                    help="machines at once (pytest-xdist; default: %(default)s)")
     p.add_argument("--backend", choices=("qemu", "libvirt"), default="qemu",
                    help="what runs the VMs (default: %(default)s; docs/libvirt.md)")

@@ -136,6 +136,24 @@ def _checked_vcpus(config: pytest.Config) -> tuple[int, str]:
     return vcpus_for_run(choice, machines_at_once=workers, remote_hosts=remote)
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto` (`JOBS=auto`): as many machines as the host's cores and available memory
+    hold (harness/machine/capacity.py), not xdist's one worker per CPU."""
+    from harness.machine.capacity import machines_that_fit
+
+    try:
+        targets = select_targets(config.getoption("--target") or None,
+                                 image=config.getoption("--image"),
+                                 persona=config.getoption("--persona"),
+                                 firmware=config.getoption("--firmware"))
+    except ConfigError as exc:
+        pytest.exit(f"error: {exc}", returncode=2)
+    count, why = machines_that_fit(targets)
+    print(f"machines at once: {count} (auto: {why})", flush=True)
+    return count
+
+
 def _xdist_workers(config: pytest.Config) -> int:
     value = getattr(config.option, "numprocesses", None)
     return value if isinstance(value, int) and value > 0 else 1

@@ -89,6 +89,10 @@ class Readiness:
         return self.provisioning_tools.get(word, word), failed.group(2).strip()
 
 
+# Guest memory of a machine whose spec does not say otherwise (every reference target).
+DEFAULT_MEMORY_MB = 1024
+
+
 @dataclass(frozen=True)
 class BootSpec:
     """Everything the machine layer needs to boot one target and reach it over SSH."""
@@ -104,7 +108,7 @@ class BootSpec:
     ssh_key_fw_cfg: str | None = None
     ssh_user: str = "root"
     readiness: Readiness = field(default_factory=Readiness)
-    memory_mb: int = 1024
+    memory_mb: int = DEFAULT_MEMORY_MB
     cpus: int = 2
     boot_timeout: float | None = None  # seconds to SSH after a (re)boot; None: the default
     # How the key gets in when no scenario config is given (an image target's snapshot
