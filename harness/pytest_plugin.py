@@ -79,6 +79,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="run every step of every run, even where runs on one target share "
                          "their steps up to a reboot (by default the first saves the state "
                          "after it and the others start there; docs/targets.md)")
+    group.addoption("--tap", default=None, metavar="FILE",
+                    help="also write the results matrix as TAP version 13 to FILE "
+                         "(one test point per scenario x target; docs/cli.md)")
     group.addoption("--vcpus", default="auto", metavar="auto|N",
                     help="vCPUs per machine (default: auto, the host's cores divided by "
                          "the machines at once, 1 or 2; docs/targets.md)")
@@ -375,6 +378,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # ty
         terminalreporter.write_line(matrix.text())
         md, js = matrix.write(_artifacts_dir(config))
         terminalreporter.write_line(f"written to {md} and {js}")
+    tap = config.getoption("--tap", None)
+    if tap and not _is_worker(config):
+        Path(tap).write_text((matrix or Matrix()).tap())
+        terminalreporter.write_line(f"TAP written to {tap}")
     boots: dict[str, float] = {}
     restores: list[float] = []
     for stats in [*config.stash.get(_WORKER_STATS, []),

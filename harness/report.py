@@ -87,6 +87,36 @@ class Matrix:
             text += "\n\n" + "\n".join(notes)
         return text + "\n"
 
+    def tap(self) -> str:
+        """The matrix as TAP version 13, one test point per scenario x target: a pass is
+        `ok`, n/a and skipped runs are `ok ... # SKIP reason`, anything else is `not ok` with
+        the first lines of its failure in a YAML block, as TAP consumers (Jenkins, prove,
+        tap-junit) read it."""
+        points: list[str] = []
+        for name in sorted(self.cells):
+            for target in self.targets:
+                cell = self.cells[name].get(target)
+                if cell is None:
+                    continue
+                outcome, detail = str(cell["outcome"]), str(cell.get("detail", "")).strip()
+                label = f"{name} on {target}"
+                if outcome == "pass":
+                    points.append(f"ok {len(points) + 1} - {label}")
+                elif outcome in ("n/a", "skip"):
+                    reason = " ".join(detail.split()) or outcome
+                    points.append(f"ok {len(points) + 1} - {label} # SKIP {reason}")
+                else:
+                    lines = [f"not ok {len(points) + 1} - {label}", "  ---",
+                             f"  outcome: {outcome}"]
+                    if "seconds" in cell:
+                        lines.append(f"  seconds: {cell['seconds']}")
+                    if detail:
+                        lines.append("  message: |")
+                        lines += [f"    {line}" for line in detail.splitlines()[:40]]
+                    lines.append("  ...")
+                    points.append("\n".join(lines))
+        return "\n".join(["TAP version 13", f"1..{len(points)}", *points]) + "\n"
+
     def write(self, directory: Path) -> tuple[Path, Path]:
         directory.mkdir(parents=True, exist_ok=True)
         md = directory / "matrix.md"

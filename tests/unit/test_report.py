@@ -49,3 +49,22 @@ def test_no_time_line_without_durations() -> None:
     m = Matrix()
     m.add("id-any", "refos-254-fcos", "n/a", "no")
     assert "time per target" not in m.text()
+
+
+def test_tap_has_one_point_per_cell_with_skips_and_failures() -> None:
+    lines = _matrix().tap().splitlines()
+    assert lines[:2] == ["TAP version 13", "1..4"]
+    points = [line for line in lines if line.startswith(("ok ", "not ok "))]
+    assert points == [
+        "ok 1 - confext-merge on refos-257-flatcar",
+        "ok 2 - confext-merge on refos-252-flatcar # SKIP systemd-confext is new in 254",
+        "ok 3 - merge-erofs on refos-257-flatcar",
+        "not ok 4 - merge-erofs on refos-252-flatcar",
+    ]
+    block = lines[lines.index("not ok 4 - merge-erofs on refos-252-flatcar") + 1:]
+    assert block == ["  ---", "  outcome: fail", "  seconds: 6.0", "  message: |",
+                     "    step 2 (merge): expected exit 0", "    more", "  ..."]
+
+
+def test_tap_of_an_empty_run_plans_nothing() -> None:
+    assert Matrix().tap() == "TAP version 13\n1..0\n"
