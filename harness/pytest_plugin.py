@@ -95,6 +95,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "the first run bootstraps it with mmdebstrap (about 30 s)",
     )
     config.addinivalue_line("markers", "scenario: a scenario YAML run on a target")
+    if not config.pluginmanager.hasplugin("xdist"):  # it marks every item (loadgroup)
+        config.addinivalue_line("markers", "xdist_group(name): pytest-xdist's worker group")
     config.stash[_NOT_APPLICABLE] = []
     config.stash[_MATRIX] = Matrix()
     config.stash[_WORKER_STATS] = []
