@@ -191,13 +191,16 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
     parse_vcpus(args.vcpus)  # bad input is refused before any image is read
     images = tuple(inspect_image(Path(p)) for p in args.images)
+    warnings: list[str] = []
     for info in images:
         print(f"image: {info.summary()}")
         ignored = info.ignored_entries()
         if ignored:
-            print(f"warning: {info.path.name}: {info.type} merges only "
-                  f"{', '.join('/' + d for d in MERGED_TOP_LEVEL[info.type])}; these top-level "
-                  f"entries never reach the host: {', '.join(ignored)}", file=sys.stderr)
+            warnings.append(f"{info.path.name}: {info.type} merges only "
+                            f"{', '.join('/' + d for d in MERGED_TOP_LEVEL[info.type])}; these "
+                            f"top-level entries never reach the host: {', '.join(ignored)}")
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     test_script = Path(args.test) if args.test else None
     if test_script is not None and not test_script.is_file():
         raise ConfigError("no such file", key="--test", value=args.test)
@@ -219,7 +222,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     print(f"scenario: {scenario}")
     print(f"targets: {', '.join(t.name for t in targets)}", flush=True)
     if args.dry_run:
-        return 0
+        return _strict_verdict(args.strict, warnings, 0)
     argv = [str(scenario), "-c", str(check_dir / "pytest.ini"), "--rootdir", str(check_dir),
             "-p", "no:cacheprovider", "--artifacts", str(artifacts), *target_args(targets)]
     argv += xdist_args(args.jobs)
@@ -231,6 +234,15 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print("error: the check applies to none of the targets (see the reasons above)",
               file=sys.stderr)
         return 2
+    return _strict_verdict(args.strict, warnings, code)
+
+
+def _strict_verdict(strict: bool, warnings: list[str], code: int) -> int:
+    """With --strict every warning fails the check (exit 1), so an author's CI can gate on
+    it; without, warnings are only printed."""
+    if strict and warnings and code == 0:
+        print(f"error: --strict: {len(warnings)} warning(s) fail the check", file=sys.stderr)
+        return 1
     return code
 
 
@@ -354,6 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "nothing")
     p.add_argument("--artifacts", default="artifacts", metavar="DIR",
                    help="artifact root; the scenario goes to DIR/check (default: %(default)s)")
+    p.add_argument("--strict", action="store_true",
+                   help="fail the check (exit 1) on any warning, e.g. content the merge "
+                        "leaves out (docs/check.md)")
     p.add_argument("-j", "--jobs", type=parse_jobs, default="1",
                    help="machines at once (pytest-xdist; default: %(default)s)")
     p.add_argument("--backend", choices=("qemu", "libvirt"), default="qemu",

@@ -268,3 +268,18 @@ def test_dry_run_writes_the_scenario_and_boots_nothing(tmp_path: Path,
     scenario = tmp_path / "art/check/scenarios/check-tool.yaml"
     assert load_scenario(scenario).name == "check-tool"
     assert not any((tmp_path / "art").glob("run-*"))  # no run directory: nothing booted
+
+
+def test_strict_turns_warnings_into_a_failure(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    tool = tree(tmp_path / "tool", release="ID=flatcar\nSYSEXT_LEVEL=1.0\n")
+    (tool / "etc").mkdir()
+    (tool / "etc/tool.conf").write_text("x\n")
+    argv = ["check", str(tool), "--dry-run", "--artifacts", str(tmp_path / "art")]
+    assert main(argv) == 0
+    assert "warning: tool: sysext merges only /usr, /opt; " in capsys.readouterr().err
+    assert main([*argv, "--strict"]) == 1
+    assert "error: --strict: 1 warning(s) fail the check" in capsys.readouterr().err
+    clean = tree(tmp_path / "clean", release="ID=flatcar\nSYSEXT_LEVEL=1.0\n")
+    assert main(["check", str(clean), "--dry-run", "--strict",
+                 "--artifacts", str(tmp_path / "art2")]) == 0
