@@ -278,7 +278,8 @@ class HarnessSession:
             run_scenario(scenario, machine, target, artifacts, log_path=out / "steps.log",
                          channel=channel,
                          certificate=lambda: self.verity_keys().trusted.certificate_pem(),
-                         started_after=started_after, after_step=after_step)
+                         started_after=started_after, after_step=after_step,
+                         health_check=True)
         finally:
             self._collect(machine, out)
             self.pool.stop(machine)

@@ -60,7 +60,7 @@ from harness.targets.registry import persona_names
 
 TOP_KEYS: tuple[str, ...] = (
     "description", "source", "applies_to", "tags", "extensions", "provisioning",
-    "update_channel", "steps",
+    "update_channel", "allow_console", "steps",
 )
 SOURCE_KEYS: tuple[str, ...] = ("upstream", "case")
 APPLIES_TO_KEYS: tuple[str, ...] = ("systemd", "personas", "targets", "reason")
@@ -298,6 +298,24 @@ def _parse_condition(
     return cls(systemd=systemd, personas=personas, targets=targets, reason=reason)
 
 
+def _parse_allow_console(ctx: _Ctx, value: object) -> tuple[re.Pattern[str], ...]:
+    """`allow_console:` a regular expression or a list of them (Python `re` syntax)."""
+    def pattern(ctx: Ctx, key: str, item: object) -> re.Pattern[str] | None:
+        if not isinstance(item, str) or not item.strip():
+            ctx.error(key, "must be a non-empty regular expression", item,
+                      allowed="e.g. 'Failed to start systemd-sysext.service'")
+            return None
+        try:
+            return re.compile(item)
+        except re.error as exc:
+            ctx.error(key, f"not a regular expression: {exc}", item,
+                      allowed="Python `re` syntax")
+            return None
+
+    out = str_list(ctx, "allow_console", value, pattern, what="a list of regular expressions")
+    return () if out is INVALID else out
+
+
 def _parse_tags(ctx: _Ctx, value: object) -> tuple[str, ...]:
     def tag_item(c: Ctx, k: str, v: object) -> str | None:
         if not isinstance(v, str) or not _TAG_RE.match(v):
@@ -530,6 +548,8 @@ def _parse(path: Path, ctx: _Ctx) -> Scenario | None:
         )
 
     tags = _parse_tags(ctx, data["tags"]) if "tags" in data else ()
+    allow_console = (_parse_allow_console(ctx, data["allow_console"])
+                     if "allow_console" in data else ())
     source = _parse_source(ctx, data["source"]) if "source" in data else ()
 
     specs = _parse_extensions(ctx, data.get("extensions"))
@@ -580,6 +600,7 @@ def _parse(path: Path, ctx: _Ctx) -> Scenario | None:
         update_channel=channel,
         steps=tuple(steps),
         source=source,
+        allow_console=allow_console,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import posixpath
+import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -627,6 +628,8 @@ class Scenario:
     provisioning: Provisioning | None = None  # first-boot config; None: start from a snapshot
     update_channel: ChannelSpec | None = None  # a systemd-sysupdate channel served by the host
     source: tuple[UpstreamCase, ...] = ()  # the upstream cases it mirrors
+    # Journal lines the health check lets pass (harness.scenario.health): ones it provokes.
+    allow_console: tuple[re.Pattern[str], ...] = ()
 
     @property
     def uses_sysupdate(self) -> bool:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from harness.errors import AssertionFailed, ConfigError, ConfigErrors, HarnessError
 from harness.scenario.expectations import CommandOutput, Run, format_command
+from harness.scenario.health import JOURNAL_COMMAND, describe, journal_findings
 from harness.scenario.model import (
     Expectation,
     InstallStep,
@@ -226,6 +227,26 @@ class _Run:
             self.copy_bytes(content, remote)
 
 
+def _check_health(scenario: Scenario, machine: Machine, log: _StepLog) -> None:
+    """After the steps passed: the guest's journal must hold no badness the scenario does
+    not allow (harness.scenario.health); a finding fails the run with its lines."""
+    log.write("\n== health check (the guest's journal of this boot)")
+    started = time.monotonic()
+    result = machine.execute(JOURNAL_COMMAND, timeout=60)
+    if result.exit_code != 0:
+        raise HarnessError(f"health check: `{JOURNAL_COMMAND}` exited {result.exit_code}: "
+                           f"{result.stderr.strip()[-500:]}")
+    findings = journal_findings(result.stdout, scenario.allow_console)
+    if findings:
+        message = describe(findings)
+        log.write(f"-- FAILED after {time.monotonic() - started:.1f}s\n{message}")
+        raise AssertionFailed(message)
+    allowed = sum(1 for line in result.stdout.splitlines()
+                  if any(a.search(line) for a in scenario.allow_console))
+    note = f", {allowed} allowed line(s)" if allowed else ""
+    log.write(f"-- ok ({time.monotonic() - started:.1f}s{note})")
+
+
 def run_scenario(
     scenario: Scenario,
     machine: Machine,
@@ -237,6 +258,7 @@ def run_scenario(
     *,
     started_after: tuple[int, str] | None = None,
     after_step: Callable[[Step], None] | None = None,
+    health_check: bool = False,
 ) -> None:
     """Run every step in order; raise on the first failing step.
 
@@ -245,6 +267,8 @@ def run_scenario(
     `started_after` (step index, where from): the machine was started from a state that
     already holds the steps up to that one (harness.scenario.shared_prefix), so they are
     logged as such, not run. `after_step` is called after each step that passed.
+    `health_check`: once the steps passed, the guest's journal must hold no badness the
+    scenario does not allow (harness.scenario.health); runs on real machines ask for it.
     """
     resolved = resolve_expectations(scenario, target)
     _check_artifacts(scenario, target, artifacts)
@@ -288,4 +312,6 @@ def run_scenario(
             log.write(f"-- ok ({time.monotonic() - started:.1f}s)")
             if after_step is not None:
                 after_step(step)
+        if health_check:
+            _check_health(scenario, machine, log)
         log.write(f"\n# scenario {scenario.name} passed")
