@@ -10,6 +10,7 @@ from pathlib import Path
 
 from harness.scenario import Scenario, load_scenarios
 from harness.scenario.upstream import (
+    CANNOT_APPLY,
     INVENTORIES,
     NOT_COVERED,
     UPSTREAM_CASES,
@@ -81,7 +82,7 @@ def _upstream_table(scenarios: list[Scenario]) -> list[str]:
            "tables say which systemd versions of the reference targets (252, 254, 257, "
            "262) a case can apply to, or why it cannot.\n"]
     applicable = [(file, case) for file in UPSTREAM_TEST_FILES for case in UPSTREAM_CASES[file]
-                  if not _cannot_apply(file, case)]
+                  if (file, case) not in CANNOT_APPLY]
     mirrored = sum(1 for key in applicable if citing.get((key[0], normalized(key[1]))))
     out.append(f"**{mirrored} of the {len(applicable)} cases that can apply to the reference "
                f"targets have a scenario ({100 * mirrored // len(applicable)}%).** A case "
@@ -91,7 +92,7 @@ def _upstream_table(scenarios: list[Scenario]) -> list[str]:
         names = [citing.get((file, normalized(case)), []) for case in cases]
         covered = sum(1 for n in names if n)
         inventory = file in INVENTORIES
-        cannot = sum(1 for row in INVENTORIES.get(file, ()) if row.applies.startswith("n/a"))
+        cannot = sum(1 for row in INVENTORIES.get(file, ()) if row.cannot_apply)
         note = f"; {cannot} cannot apply to the reference targets" if cannot else ""
         out.append(f"\n### {file}: {covered} of {len(cases)} cases have a scenario{note}\n")
         names = [n or [f"— ({NOT_COVERED[(file, case)]})" if (file, case) in NOT_COVERED
@@ -108,12 +109,6 @@ def _upstream_table(scenarios: list[Scenario]) -> list[str]:
             out += [f"| {case.replace('|', '/')} | {', '.join(n) or '—'} |"
                     for case, n in zip(cases, names, strict=True)]
     return out
-
-
-def _cannot_apply(file: str, case: str) -> bool:
-    """Whether the inventory marks the case as impossible on the reference targets."""
-    return any(row.title == case and row.applies.startswith("n/a")
-               for row in INVENTORIES.get(file, ()))
 
 
 def behaviour_doc(project: Path) -> str:

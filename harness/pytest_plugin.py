@@ -148,10 +148,7 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     from harness.machine.capacity import machines_that_fit
 
     try:
-        targets = select_targets(config.getoption("--target") or None,
-                                 image=config.getoption("--image"),
-                                 persona=config.getoption("--persona"),
-                                 firmware=config.getoption("--firmware"))
+        targets = _targets_asked_for(config)  # not resolved: nothing boots to count them
     except ConfigError as exc:
         pytest.exit(f"error: {exc}", returncode=2)
     count, why = machines_that_fit(targets)
@@ -203,6 +200,14 @@ class _XdistHooks:
         config.stash[_WORKER_STATS].append(out)
 
 
+def _targets_asked_for(config: pytest.Config) -> list[Target]:
+    """The targets the --target/--image/--persona/--firmware options name, unresolved."""
+    return select_targets(config.getoption("--target") or None,
+                          image=config.getoption("--image"),
+                          persona=config.getoption("--persona"),
+                          firmware=config.getoption("--firmware"))
+
+
 def selected_targets(config: pytest.Config) -> list[Target]:
     """The run's targets, once per process. Image targets are booted once to learn what
     they are (cached by image digest), since applicability depends on it."""
@@ -210,11 +215,7 @@ def selected_targets(config: pytest.Config) -> list[Target]:
         from harness.machine.probe import resolve
 
         try:
-            targets = select_targets(config.getoption("--target") or None,
-                                     image=config.getoption("--image"),
-                                     persona=config.getoption("--persona"),
-                                     firmware=config.getoption("--firmware"))
-            config.stash[_TARGETS] = [resolve(t) for t in targets]
+            config.stash[_TARGETS] = [resolve(t) for t in _targets_asked_for(config)]
         except ConfigError as exc:
             pytest.exit(f"error: {exc}", returncode=2)
         except HarnessError as exc:  # an image that does not boot or answer

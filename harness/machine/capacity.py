@@ -8,9 +8,10 @@ than the memory the host has available can hold, and always at least one.
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Iterable
 
-from harness.machine.vcpus import host_cores
+from harness.machine.vcpus import AUTO, host_cores
 from harness.targets.boot import DEFAULT_MEMORY_MB
 from harness.targets.model import Target
 
@@ -54,14 +55,10 @@ def machines_that_fit(targets: Iterable[Target], *, cores: int | None = None,
     return count, why
 
 
-AUTO = "auto"
-
 
 def parse_jobs(value: str) -> str:
     """A `--jobs` value for pytest-xdist's `-n`: `auto` or a whole number of at least 1
     (argparse type: a bad value is a usage error, exit 2)."""
-    import argparse
-
     text = value.strip()
     if text == AUTO or (text.isdigit() and int(text) >= 1):
         return text

@@ -417,6 +417,18 @@ CONFEXT_VERBS: tuple[str, ...] = tuple(f"confext_{verb}" for verb in SYSEXT_VERB
 FREE_EXTENSION_TOOLS: tuple[str, ...] = ("sysext", "confext")
 
 
+def _env_assignments(env: tuple[tuple[str, str], ...]) -> list[str]:
+    """`NAME=value` shell prefixes that set a step's `env:` for its one command."""
+    return [f"{name}={shlex.quote(value)}" for name, value in env]
+
+
+def _with_env(summary: str, env: tuple[tuple[str, str], ...]) -> str:
+    """A step's summary with its `env:` in parentheses, for logs."""
+    if not env:
+        return summary
+    return f"{summary} ({' '.join(f'{name}={value}' for name, value in env)})"
+
+
 @dataclass(frozen=True, kw_only=True)
 class SysextStep(CommandStep):
     """A systemd-sysext or systemd-confext invocation: `merge`, `unmerge`, `refresh`, their
@@ -443,16 +455,15 @@ class SysextStep(CommandStep):
 
     @property
     def command(self) -> str:
-        parts = [f"{name}={shlex.quote(value)}" for name, value in self.env]
-        parts += [self.tool, f"--root={shlex.quote(self.root)}" if self.root else "",
-                  self.subcommand, self.args]
+        parts = [*_env_assignments(self.env), self.tool,
+                 f"--root={shlex.quote(self.root)}" if self.root else "",
+                 self.subcommand, self.args]
         return " ".join(p for p in parts if p)
 
     @property
     def summary(self) -> str:
-        env = " ".join(f"{name}={value}" for name, value in self.env)
         text = f"{self.verb} {self.args}".rstrip() + (f" in {self.root}" if self.root else "")
-        return f"{text} ({env})" if env else text
+        return _with_env(text, self.env)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -519,13 +530,11 @@ class SysupdateStep(CommandStep):
 
     @property
     def command(self) -> str:
-        parts = [f"{name}={shlex.quote(value)}" for name, value in self.env]
-        return " ".join([*parts, SYSUPDATE, self.args])
+        return " ".join([*_env_assignments(self.env), SYSUPDATE, self.args])
 
     @property
     def summary(self) -> str:
-        env = " ".join(f"{name}={value}" for name, value in self.env)
-        return f"sysupdate {self.args} ({env})" if env else f"sysupdate {self.args}"
+        return _with_env(f"sysupdate {self.args}", self.env)
 
 
 @dataclass(frozen=True, kw_only=True)

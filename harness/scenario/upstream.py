@@ -95,18 +95,29 @@ class InventoryCase:
     applies: str  # "all", a constraint such as ">=257", or "n/a: why not on our targets"
     what: str  # what the case sets up and asserts
 
+    @property
+    def cannot_apply(self) -> bool:
+        """Whether no reference target can run it (`applies` says "n/a: why")."""
+        return self.applies.startswith("n/a")
 
-def read_inventory(path: Path) -> tuple[InventoryCase, ...]:
-    """The rows of one inventory file (`#` lines are comments)."""
+
+def _tsv_rows(path: Path, fields: int) -> list[tuple[int, list[str]]]:
+    """(line number, stripped fields) of a tab-separated data file; `#` lines are comments."""
     rows = []
     for number, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip() or line.startswith("#"):
             continue
-        parts = line.split("\t")
-        if len(parts) != 4:
-            raise ValueError(f"{path}:{number}: expected 4 tab-separated fields, got {len(parts)}")
-        rows.append(InventoryCase(*(p.strip() for p in parts)))
-    return tuple(rows)
+        parts = [p.strip() for p in line.split("\t")]
+        if len(parts) != fields:
+            raise ValueError(f"{path}:{number}: expected {fields} tab-separated fields, "
+                             f"got {len(parts)}")
+        rows.append((number, parts))
+    return rows
+
+
+def read_inventory(path: Path) -> tuple[InventoryCase, ...]:
+    """The rows of one inventory file."""
+    return tuple(InventoryCase(*parts) for _, parts in _tsv_rows(path, 4))
 
 
 # Inventories of the comment-marked files, file -> its cases in the file's order.
@@ -123,21 +134,19 @@ UPSTREAM_CASES: Mapping[str, tuple[str, ...]] = MappingProxyType({
 
 
 def read_not_covered(path: Path) -> Mapping[tuple[str, str], str]:
-    """(file, case) -> why no scenario mirrors it yet (`#` lines are comments); every case
-    must be one of the inventory's, so a renamed case cannot leave a stale reason behind."""
+    """(file, case) -> why no scenario mirrors it yet; every case must be one of the
+    inventory's, so a renamed case cannot leave a stale reason behind."""
     reasons: dict[tuple[str, str], str] = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip() or line.startswith("#"):
-            continue
-        parts = [p.strip() for p in line.split("\t")]
-        if len(parts) != 3:
-            raise ValueError(f"{path}:{number}: expected 3 tab-separated fields, got {len(parts)}")
-        file, case, reason = parts
+    for number, (file, case, reason) in _tsv_rows(path, 3):
         if case not in UPSTREAM_CASES.get(file, ()):
             raise ValueError(f"{path}:{number}: {file} has no case {case!r}")
         reasons[(file, case)] = reason
     return MappingProxyType(reasons)
 
+
+# (file, case) of the cases no reference target can run.
+CANNOT_APPLY: frozenset[tuple[str, str]] = frozenset(
+    (file, row.title) for file, rows in INVENTORIES.items() for row in rows if row.cannot_apply)
 
 # Applicable cases without a scenario yet, with the reason docs/behaviour.md shows.
 NOT_COVERED: Mapping[tuple[str, str], str] = read_not_covered(INVENTORY_DIR / "not-covered.tsv")
