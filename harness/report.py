@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.report_html import matrix_html
+
 SYMBOL = {"pass": "pass", "fail": "FAIL", "n/a": "n/a", "error": "ERROR", "skip": "skip"}
 
 
@@ -121,6 +123,7 @@ class Matrix:
         directory.mkdir(parents=True, exist_ok=True)
         md = directory / "matrix.md"
         md.write_text("# Results matrix\n\n" + self.markdown())
+        (directory / "matrix.html").write_text(matrix_html(self, directory), encoding="utf-8")
         js = directory / "matrix.json"
         js.write_text(json.dumps({"targets": self.targets, "results": self.cells,
                                   "counts": self.counts(),

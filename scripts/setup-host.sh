@@ -20,6 +20,7 @@ PACKAGES=(
   python3 python3-venv python3-pip
   libvirt-dev pkg-config gcc python3-dev  # to build the libvirt-python binding (pyproject)
   ca-certificates
+  chromium                        # headless: tests/integration/test_matrix_html.py (matrix.html)
 )
 
 # QEMU 8 and later translate guest code position-independently, so the translation of a

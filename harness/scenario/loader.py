@@ -60,7 +60,7 @@ from harness.targets.registry import persona_names
 
 TOP_KEYS: tuple[str, ...] = (
     "description", "source", "applies_to", "tags", "extensions", "provisioning",
-    "update_channel", "allow_console", "steps",
+    "update_channel", "allow_console", "allow_failed_units", "steps",
 )
 SOURCE_KEYS: tuple[str, ...] = ("upstream", "case")
 APPLIES_TO_KEYS: tuple[str, ...] = ("systemd", "personas", "targets", "reason")
@@ -316,6 +316,22 @@ def _parse_allow_console(ctx: _Ctx, value: object) -> tuple[re.Pattern[str], ...
     return () if out is INVALID else out
 
 
+_UNIT_GLOB = re.compile(r"[A-Za-z0-9:_.\\@*?\[\]!-]+")
+
+
+def _parse_allow_failed_units(ctx: _Ctx, value: object) -> tuple[str, ...]:
+    """`allow_failed_units:` a unit name glob or a list of them (fnmatch syntax)."""
+    def glob(ctx: Ctx, key: str, item: object) -> str | None:
+        if not isinstance(item, str) or not _UNIT_GLOB.fullmatch(item):
+            ctx.error(key, "must be a unit name or a glob of unit names", item,
+                      allowed="e.g. 'systemd-sysext.service' or 'run-*.service'")
+            return None
+        return item
+
+    out = str_list(ctx, "allow_failed_units", value, glob, what="a list of unit name globs")
+    return () if out is INVALID else out
+
+
 def _parse_tags(ctx: _Ctx, value: object) -> tuple[str, ...]:
     def tag_item(c: Ctx, k: str, v: object) -> str | None:
         if not isinstance(v, str) or not _TAG_RE.match(v):
@@ -550,6 +566,8 @@ def _parse(path: Path, ctx: _Ctx) -> Scenario | None:
     tags = _parse_tags(ctx, data["tags"]) if "tags" in data else ()
     allow_console = (_parse_allow_console(ctx, data["allow_console"])
                      if "allow_console" in data else ())
+    allow_failed_units = (_parse_allow_failed_units(ctx, data["allow_failed_units"])
+                          if "allow_failed_units" in data else ())
     source = _parse_source(ctx, data["source"]) if "source" in data else ()
 
     specs = _parse_extensions(ctx, data.get("extensions"))
@@ -601,6 +619,7 @@ def _parse(path: Path, ctx: _Ctx) -> Scenario | None:
         steps=tuple(steps),
         source=source,
         allow_console=allow_console,
+        allow_failed_units=allow_failed_units,
     )
 
 

@@ -639,6 +639,8 @@ class Scenario:
     source: tuple[UpstreamCase, ...] = ()  # the upstream cases it mirrors
     # Journal lines the health check lets pass (harness.scenario.health): ones it provokes.
     allow_console: tuple[re.Pattern[str], ...] = ()
+    # Units the health check lets be failed at the end (fnmatch globs): ones it fails.
+    allow_failed_units: tuple[str, ...] = ()
 
     @property
     def uses_sysupdate(self) -> bool:

@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING
 
 from harness.errors import AssertionFailed, ConfigError, ConfigErrors, HarnessError
 from harness.scenario.expectations import CommandOutput, Run, format_command
-from harness.scenario.health import JOURNAL_COMMAND, describe, journal_findings
+from harness.scenario.health import (
+    HEALTH_COMMAND,
+    allowed_count,
+    describe,
+    health_findings,
+    parse_health_output,
+)
 from harness.scenario.model import (
     Expectation,
     InstallStep,
@@ -228,22 +234,26 @@ class _Run:
 
 
 def _check_health(scenario: Scenario, machine: Machine, log: _StepLog) -> None:
-    """After the steps passed: the guest's journal must hold no badness the scenario does
-    not allow (harness.scenario.health); a finding fails the run with its lines."""
-    log.write("\n== health check (the guest's journal of this boot)")
+    """After the steps passed: the guest's journal, failed units, core files and the
+    run's serial console must show no badness the scenario does not allow
+    (harness.scenario.health); a finding fails the run with its lines."""
+    log.write("\n== health check (journal of this boot, failed units, core files, console)")
     started = time.monotonic()
-    result = machine.execute(JOURNAL_COMMAND, timeout=60)
+    result = machine.execute(HEALTH_COMMAND, timeout=60)
     if result.exit_code != 0:
-        raise HarnessError(f"health check: `{JOURNAL_COMMAND}` exited {result.exit_code}: "
+        raise HarnessError(f"health check: `{HEALTH_COMMAND}` exited {result.exit_code}: "
                            f"{result.stderr.strip()[-500:]}")
-    findings = journal_findings(result.stdout, scenario.allow_console)
+    health = parse_health_output(result.stdout)
+    console = machine.console_log()
+    findings = health_findings(health, console, allow_console=scenario.allow_console,
+                               allow_failed_units=scenario.allow_failed_units)
     if findings:
         message = describe(findings)
         log.write(f"-- FAILED after {time.monotonic() - started:.1f}s\n{message}")
         raise AssertionFailed(message)
-    allowed = sum(1 for line in result.stdout.splitlines()
-                  if any(a.search(line) for a in scenario.allow_console))
-    note = f", {allowed} allowed line(s)" if allowed else ""
+    allowed = allowed_count(health, console, scenario.allow_console,
+                            scenario.allow_failed_units)
+    note = f", {allowed} allowed line(s), unit(s) or file(s)" if allowed else ""
     log.write(f"-- ok ({time.monotonic() - started:.1f}s{note})")
 
 

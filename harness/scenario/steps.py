@@ -104,6 +104,10 @@ class Machine(Protocol):
 
     def log(self, message: str) -> None: ...
 
+    def console_log(self) -> str:
+        """What the serial console printed since the machine started (the health check)."""
+        ...
+
     def nested(self, title: str) -> AbstractContextManager[None]:
         """A timed, indented block of the machine log."""
         ...

@@ -68,6 +68,9 @@ class FakeMachine:
     def log(self, message: str) -> None:
         self.messages.append(message)
 
+    def console_log(self) -> str:
+        return ""
+
     @contextlib.contextmanager
     def nested(self, title: str) -> Iterator[None]:
         self.log(title)
