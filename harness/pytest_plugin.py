@@ -15,13 +15,25 @@ ignores, hence `pytest<9` in pyproject.toml.)
 from __future__ import annotations
 
 import time
+import warnings
 from collections import defaultdict
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 from harness.errors import ConfigError, HarnessError
+from harness.known_failures import (
+    FILE_NAME as KNOWN_FAILURES_FILE,
+)
+from harness.known_failures import (
+    KnownFailures,
+    can_go_warnings,
+    judge_failure,
+    judge_pass,
+    load_known_failures,
+)
 from harness.report import Matrix
 from harness.scenario import Scenario, load_scenario
 from harness.scenario.applicability import applicability
@@ -44,8 +56,15 @@ _BACKEND = pytest.StashKey["Backend"]()
 _VCPUS = pytest.StashKey[tuple]()  # (vCPUs per machine, why)
 # (scenario, target) of every run to come, for shared prefixes (harness/scenario/shared_prefix)
 _RUNS = pytest.StashKey[list]()
-# user_properties key that carries (scenario, target) from a worker's report to the controller
+_KNOWN = pytest.StashKey["KnownFailures"]()
+_TODAY = pytest.StashKey[date]()  # one day for the whole run, also across midnight
+# user_properties keys that carry a run's cell from a worker's report to the controller:
+# (scenario, target), the outcome when it is not pytest's own (flaky, known), the attempts
+# (Attempt.as_json) and a note (an expired or superfluous known-failures entry)
 _CELL = "sysext_harness_cell"
+_OUTCOME = "sysext_harness_outcome"
+_ATTEMPTS = "sysext_harness_attempts"
+_NOTE = "sysext_harness_note"
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -82,6 +101,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--tap", default=None, metavar="FILE",
                     help="also write the results matrix as TAP version 13 to FILE "
                          "(one test point per scenario x target; docs/cli.md)")
+    group.addoption("--rerun-failed", default=0, type=int, metavar="N",
+                    help="run a failed scenario again from its snapshot up to N times; one "
+                         "that then passes is reported as flaky, never as a pass (default 0; "
+                         "make test-scenario: 1)")
+    group.addoption("--known-failures", default=None, metavar="FILE",
+                    help="failures the maintainers know about (docs/known-failures.md); "
+                         "default: known-failures.yaml in the root directory if it exists")
     group.addoption("--vcpus", default="auto", metavar="auto|N",
                     help="vCPUs per machine (default: auto, the host's cores divided by "
                          "the machines at once, 1 or 2; docs/targets.md)")
@@ -110,6 +136,22 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(_XdistHooks(), "sysext_harness_xdist")
     config.stash[_BACKEND] = _checked_backend(config)
     config.stash[_VCPUS] = _checked_vcpus(config)
+    config.stash[_KNOWN] = _checked_known_failures(config)
+    config.stash[_TODAY] = date.today()
+    if config.getoption("--rerun-failed") < 0:
+        pytest.exit("error: --rerun-failed: must be 0 or more (got "
+                    f"{config.getoption('--rerun-failed')})", returncode=2)
+
+
+def _checked_known_failures(config: pytest.Config) -> KnownFailures:
+    """`--known-failures FILE` (it must exist), else the root's known-failures.yaml if
+    there is one; checked before any VM starts: a bad entry exits 2."""
+    given = config.getoption("--known-failures")
+    path = Path(given) if given else Path(config.rootpath) / KNOWN_FAILURES_FILE
+    try:
+        return load_known_failures(path, required=bool(given))
+    except ConfigError as exc:
+        pytest.exit(f"error: {exc}", returncode=2)
 
 
 def _checked_backend(config: pytest.Config) -> Backend:
@@ -169,15 +211,41 @@ class _MatrixRecorder:
         self.config = config
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        cell = dict(report.user_properties).get(_CELL)
+        props = dict(report.user_properties)
+        cell = props.get(_CELL)
         if not isinstance(cell, list | tuple):  # a list once it has crossed from a worker
             return
         scenario, target = str(cell[0]), str(cell[1])
         if report.when == "call" or (report.when == "setup" and not report.passed):
-            outcome = "pass" if report.passed else ("skip" if report.skipped else "fail")
-            detail = "" if report.passed else str(report.longrepr)[:2000]
-            self.config.stash[_MATRIX].add(scenario, target, outcome, detail,
-                                           seconds=report.duration)
+            outcome = _matrix_outcome(report, props)
+            detail = "" if report.passed else (
+                str(getattr(report, "wasxfail", "")) if outcome == "known"
+                else str(report.longrepr))[:2000]
+            attempts, note = props.get(_ATTEMPTS), props.get(_NOTE)
+            self.config.stash[_MATRIX].add(
+                scenario, target, outcome, detail, seconds=report.duration,
+                attempts=list(attempts) if isinstance(attempts, list | tuple) else None,
+                note=str(note) if note else None)
+
+
+def _matrix_outcome(report: pytest.TestReport, props: dict) -> str:
+    """pass, flaky (failed, then passed on a rerun), known (a failure known-failures.yaml
+    lists: pytest's xfail), skip or fail."""
+    if report.passed:
+        return "flaky" if props.get(_OUTCOME) == "flaky" else "pass"
+    if report.skipped:
+        return "known" if hasattr(report, "wasxfail") else "skip"
+    return "fail"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config
+                             ) -> tuple[str, str, tuple[str, dict]] | None:
+    """A flaky run is not a plain pass on the terminal either: `R` and FLAKY."""
+    if report.when == "call" and report.passed and \
+            dict(report.user_properties).get(_OUTCOME) == "flaky":
+        return "flaky", "R", ("FLAKY", {"yellow": True})
+    return None
 
 
 class _XdistHooks:
@@ -308,13 +376,46 @@ class ScenarioItem(pytest.Item):
              target.kind})
 
     def runtest(self) -> None:
-        session = harness_session(self.config)
-        out = session.run(self.scenario, self.target)
+        config = self.config
+        session = harness_session(config)
+        names = (self.scenario.name, self.target.name)
+        known, today = config.stash[_KNOWN], config.stash[_TODAY]
+        try:
+            out = session.run(self.scenario, self.target,
+                              reruns=config.getoption("--rerun-failed"))
+        except ConfigError:
+            raise
+        except HarnessError as exc:
+            self._record_attempts(session)
+            outcome, note = judge_failure(known, *names, today)
+            if outcome == "known":
+                self.user_properties.append((_OUTCOME, "known"))
+                pytest.xfail(f"{note}\n{exc}")
+            if note:  # an expired entry matched: the failure counts, and says why
+                self.user_properties.append((_NOTE, note))
+                self.expired_note = note
+            raise
         self.user_properties.append(("artifacts", str(out)))
+        attempts = self._record_attempts(session)
+        if any(a.outcome == "fail" for a in attempts):
+            self.user_properties.append((_OUTCOME, "flaky"))
+        warning = judge_pass(known, *names, today)
+        if warning:
+            self.user_properties.append((_NOTE, warning))
+            warnings.warn(pytest.PytestWarning(warning), stacklevel=1)
+
+    def _record_attempts(self, session: HarnessSession) -> list:
+        """Put the run's attempts (more than one after a rerun) into the report."""
+        attempts = session.attempts.get(f"{self.scenario.name}::{self.target.name}", [])
+        if len(attempts) > 1:
+            self.user_properties.append((_ATTEMPTS, [a.as_json() for a in attempts]))
+        return attempts
 
     def repr_failure(self, excinfo):  # type: ignore[no-untyped-def]
         if isinstance(excinfo.value, HarnessError):
-            return f"{self.scenario.name} on {self.target.name}:\n{excinfo.value}"
+            note = getattr(self, "expired_note", None)
+            return (f"{self.scenario.name} on {self.target.name}:\n{excinfo.value}"
+                    + (f"\n{note}" if note else ""))
         return super().repr_failure(excinfo)
 
     def reportinfo(self):  # type: ignore[no-untyped-def]
@@ -381,6 +482,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # ty
         terminalreporter.write_line(matrix.text())
         md, js = matrix.write(_artifacts_dir(config))
         terminalreporter.write_line(f"written to {md} and {js}")
+    if matrix is not None and not _is_worker(config):
+        runs = [(name, target, cell["outcome"] == "pass")
+                for name, row in matrix.cells.items() for target, cell in row.items()
+                if cell["outcome"] != "n/a"]
+        for line in can_go_warnings(config.stash[_KNOWN], runs):
+            terminalreporter.write_line(f"warning: {line}", yellow=True)
     tap = config.getoption("--tap", None)
     if tap and not _is_worker(config):
         Path(tap).write_text((matrix or Matrix()).tap())

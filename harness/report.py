@@ -13,7 +13,8 @@ from pathlib import Path
 
 from harness.report_html import matrix_html
 
-SYMBOL = {"pass": "pass", "fail": "FAIL", "n/a": "n/a", "error": "ERROR", "skip": "skip"}
+SYMBOL = {"pass": "pass", "fail": "FAIL", "n/a": "n/a", "error": "ERROR", "skip": "skip",
+          "flaky": "FLAKY", "known": "known"}
 
 
 @dataclass
@@ -22,12 +23,23 @@ class Matrix:
     cells: dict[str, dict[str, dict[str, object]]] = field(default_factory=dict)
 
     def add(self, scenario: str, target: str, outcome: str, detail: str = "",
-            seconds: float | None = None) -> None:
+            seconds: float | None = None, *, attempts: list[dict] | None = None,
+            note: str | None = None) -> None:
+        """One cell. `attempts`: each attempt of a rerun run (`Attempt.as_json`), whose
+        last one's health-check findings become the cell's `findings`; `note`: what the
+        run said about a known-failures entry (expired, or no longer needed)."""
         if target not in self.targets:
             self.targets.append(target)
         cell: dict[str, object] = {"outcome": outcome, "detail": detail}
         if seconds is not None:
             cell["seconds"] = round(seconds, 1)
+        if attempts:
+            cell["attempts"] = attempts
+            findings = [f for a in attempts for f in a.get("findings", [])]
+            if findings:
+                cell["findings"] = findings
+        if note:
+            cell["note"] = note
         self.cells.setdefault(scenario, {})[target] = cell
 
     def seconds_per_target(self) -> dict[str, float]:
@@ -81,6 +93,14 @@ class Matrix:
                 if cell["outcome"] != "pass" and cell["detail"]:
                     first = str(cell["detail"]).strip().splitlines()[0][:200]
                     notes.append(f"- **{name}** on `{target}` ({cell['outcome']}): {first}")
+                failed = [a for a in cell.get("attempts", []) or []  # type: ignore[attr-defined]
+                          if a.get("outcome") == "fail"]
+                if cell["outcome"] == "flaky" and failed:
+                    first = (str(failed[0].get("detail", "")).strip().splitlines() or [""])[0]
+                    notes.append(f"- **{name}** on `{target}` (flaky): failed first: "
+                                 f"{first[:200]} ({failed[0].get('artifacts')})")
+                if cell.get("note"):
+                    notes.append(f"- **{name}** on `{target}`: {cell['note']}")
         text = "\n".join([head, sep, *body])
         timing = self._time_line()
         if timing:
@@ -104,6 +124,12 @@ class Matrix:
                 label = f"{name} on {target}"
                 if outcome == "pass":
                     points.append(f"ok {len(points) + 1} - {label}")
+                elif outcome == "known":  # an expected failure: TAP's TODO
+                    reason = " ".join(detail.splitlines()[:1]) or "known failure"
+                    points.append(f"not ok {len(points) + 1} - {label} # TODO {reason}")
+                elif outcome == "flaky":
+                    points.append(f"ok {len(points) + 1} - {label} (flaky: failed, then "
+                                  f"passed on a rerun)")
                 elif outcome in ("n/a", "skip"):
                     reason = " ".join(detail.split()) or outcome
                     points.append(f"ok {len(points) + 1} - {label} # SKIP {reason}")

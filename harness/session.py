@@ -14,11 +14,18 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from harness.errors import AssertionFailed, EmulatorCrashed, HarnessError, ProvisioningFailed
+from harness.errors import (
+    AssertionFailed,
+    ConfigError,
+    EmulatorCrashed,
+    HarnessError,
+    ProvisioningFailed,
+)
 from harness.extensions.build import Artifact, build_extension
 from harness.extensions.signing import VerityKeys, run_keys
 from harness.extensions.spec import ExtensionSpec
@@ -116,6 +123,34 @@ def new_run_directory(artifacts_root: Path, run_name: str | None = None) -> Path
 SCENARIO_ATTEMPTS_ON_EMULATOR_ABORT = 2
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt of a run, for the results matrix: `pass`, `fail` or `emulator-abort`,
+    the failure, where its files are (relative to the run directory) and its health-check
+    findings."""
+
+    outcome: str
+    detail: str
+    artifacts: str
+    findings: tuple[str, ...] = ()
+
+    def as_json(self) -> dict[str, object]:
+        return {"outcome": self.outcome, "detail": self.detail[:2000],
+                "artifacts": self.artifacts, "findings": list(self.findings)}
+
+
+def _relative(path: Path, root: Path) -> str:
+    return str(path.relative_to(root))
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
+def _findings(exc: HarnessError) -> tuple[str, ...]:
+    return tuple(f"{f.what} ({f.where}): {f.line}" for f in getattr(exc, "findings", ()))
+
+
 class HarnessSession:
     """Created lazily: nothing boots until the first scenario or machine is asked for."""
 
@@ -131,6 +166,8 @@ class HarnessSession:
         self._verity_keys: VerityKeys | None = None
         self.restore_seconds: list[float] = []
         self.scenario_seconds: dict[str, float] = {}
+        # "scenario::target" -> each attempt of its run (--rerun-failed, emulator aborts)
+        self.attempts: dict[str, list[Attempt]] = {}
         # States after a prefix of steps several runs share (harness.scenario.shared_prefix);
         # the caller says which runs are to come (`shared.expect_runs`), else none is saved.
         self.shared = SharedPrefixes(self.run_dir.path)
@@ -174,25 +211,51 @@ class HarnessSession:
         machine.log(f"ready {time.monotonic() - started:.1f} s after request")
         return machine
 
-    def run(self, scenario: Scenario, target: Target) -> Path:
-        """Run one scenario on one target; returns its artifact directory."""
+    def run(self, scenario: Scenario, target: Target, *, reruns: int = 0) -> Path:
+        """Run one scenario on one target; returns its artifact directory. `reruns`: how
+        many times a failed run starts again from its snapshot (`--rerun-failed`); what
+        each attempt did is kept in `self.attempts` for the results matrix."""
         out = self.artifacts / scenario.name / target.name
         out.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         artifacts = self.build_artifacts(scenario, target)
+        attempts: list[Attempt] = []
+        self.attempts[f"{scenario.name}::{target.name}"] = attempts
+        aborts = 0
         try:
-            for attempt in range(1, SCENARIO_ATTEMPTS_ON_EMULATOR_ABORT + 1):
+            while True:
+                number = len(attempts) + 1
                 try:
                     self._run_once(scenario, target, artifacts, out)
+                    attempts.append(Attempt("pass", "", _relative(out, self.artifacts)))
                     break
                 except EmulatorCrashed as exc:
-                    if attempt == SCENARIO_ATTEMPTS_ON_EMULATOR_ABORT:
+                    aborts += 1
+                    if aborts == SCENARIO_ATTEMPTS_ON_EMULATOR_ABORT:
+                        attempts.append(Attempt("fail", str(exc), _relative(out, self.artifacts)))
                         raise
-                    self._set_aside_attempt(out, attempt, exc)
+                    aside = self._set_aside_attempt(out, number, exc)
+                    attempts.append(Attempt("emulator-abort", str(exc),
+                                            _relative(aside, self.artifacts)))
                     self.pool.progress(
                         f"{scenario.name} on {target.name}: QEMU itself aborted, not the "
                         f"guest; running the scenario again from its snapshot "
-                        f"(attempt {attempt + 1}, first attempt in {out}/attempt-{attempt})")
+                        f"(attempt {number + 1}, first attempt in {aside})")
+                except ConfigError:
+                    raise
+                except HarnessError as exc:
+                    failures = sum(1 for a in attempts if a.outcome == "fail")
+                    if failures >= reruns:
+                        attempts.append(Attempt("fail", str(exc), _relative(out, self.artifacts),
+                                                _findings(exc)))
+                        raise
+                    aside = self._set_aside_attempt(out, number, exc)
+                    attempts.append(Attempt("fail", str(exc), _relative(aside, self.artifacts),
+                                            _findings(exc)))
+                    self.pool.progress(
+                        f"{scenario.name} on {target.name} failed; running it again from its "
+                        f"snapshot (--rerun-failed {reruns}; attempt {number} kept in {aside}): "
+                        f"{_first_line(exc)}")
         finally:
             self.shared.done(scenario, target)
             self._write_inputs(out, scenario, target, artifacts)  # records what was built
@@ -244,15 +307,17 @@ class HarnessSession:
         return save
 
     @staticmethod
-    def _set_aside_attempt(out: Path, attempt: int, exc: EmulatorCrashed) -> None:
-        """Move an aborted attempt's files to out/attempt-N, so the rerun starts clean and
-        the evidence of the abort stays with the test's artifacts."""
+    def _set_aside_attempt(out: Path, attempt: int, exc: HarnessError) -> Path:
+        """Move a failed attempt's files to out/attempt-N, so the rerun starts clean and
+        the evidence stays with the test's artifacts."""
         aside = out / f"attempt-{attempt}"
         aside.mkdir(exist_ok=True)
         for entry in out.iterdir():
             if not entry.name.startswith("attempt-"):
                 entry.rename(aside / entry.name)
-        (aside / "emulator-abort.txt").write_text(f"{exc}\n")
+        name = "emulator-abort.txt" if isinstance(exc, EmulatorCrashed) else "failure.txt"
+        (aside / name).write_text(f"{exc}\n")
+        return aside
 
     def _serve_channel(self, scenario: Scenario, target: Target, artifacts: LazyArtifacts,
                        out: Path, stack: contextlib.ExitStack) -> UpdateChannel | None:

@@ -23,6 +23,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from harness.errors import AssertionFailed
+
 # (what it is, the pattern that finds it in a journal or console line)
 BADNESS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (what, re.compile(pattern)) for what, pattern in (
@@ -143,3 +145,11 @@ def describe(findings: Sequence[Finding], limit: int = 20) -> str:
     if len(findings) > limit:
         lines.append(f"  ... and {len(findings) - limit} more (journal.txt, console.log)")
     return "\n".join(lines)
+
+
+class UnhealthyGuest(AssertionFailed):
+    """The steps passed, the health check did not; carries the findings (matrix.json)."""
+
+    def __init__(self, findings: Sequence[Finding]) -> None:
+        self.findings = tuple(findings)
+        super().__init__(describe(self.findings))

@@ -22,8 +22,8 @@ from harness.errors import AssertionFailed, ConfigError, ConfigErrors, HarnessEr
 from harness.scenario.expectations import CommandOutput, Run, format_command
 from harness.scenario.health import (
     HEALTH_COMMAND,
+    UnhealthyGuest,
     allowed_count,
-    describe,
     health_findings,
     parse_health_output,
 )
@@ -248,9 +248,9 @@ def _check_health(scenario: Scenario, machine: Machine, log: _StepLog) -> None:
     findings = health_findings(health, console, allow_console=scenario.allow_console,
                                allow_failed_units=scenario.allow_failed_units)
     if findings:
-        message = describe(findings)
-        log.write(f"-- FAILED after {time.monotonic() - started:.1f}s\n{message}")
-        raise AssertionFailed(message)
+        unhealthy = UnhealthyGuest(findings)
+        log.write(f"-- FAILED after {time.monotonic() - started:.1f}s\n{unhealthy}")
+        raise unhealthy
     allowed = allowed_count(health, console, scenario.allow_console,
                             scenario.allow_failed_units)
     note = f", {allowed} allowed line(s), unit(s) or file(s)" if allowed else ""

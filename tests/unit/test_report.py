@@ -68,3 +68,23 @@ def test_tap_has_one_point_per_cell_with_skips_and_failures() -> None:
 
 def test_tap_of_an_empty_run_plans_nothing() -> None:
     assert Matrix().tap() == "TAP version 13\n1..0\n"
+
+
+def test_flaky_and_known_cells_in_json_markdown_and_tap(tmp_path: Path) -> None:
+    m = Matrix()
+    attempts = [{"outcome": "fail", "detail": "step 1 failed\nmore", "artifacts": "a/t/attempt-1",
+                 "findings": ["segfault (journal): x"]},
+                {"outcome": "pass", "detail": "", "artifacts": "a/t", "findings": []}]
+    m.add("a", "t", "flaky", attempts=attempts)
+    m.add("b", "t", "known", "known failure (k.yaml:1 entry [0]): why (https://x/1)")
+    m.add("c", "t", "pass", note="entry [1] can go")
+    assert m.cells["a"]["t"]["findings"] == ["segfault (journal): x"]
+    assert m.counts() == {"flaky": 1, "known": 1, "pass": 1}
+    md = m.markdown()
+    assert "| a | FLAKY |" in md and "failed first: step 1 failed (a/t/attempt-1)" in md
+    assert "**c** on `t`: entry [1] can go" in md
+    tap = m.tap()
+    assert "ok 1 - a on t (flaky: failed, then passed on a rerun)" in tap
+    assert "not ok 2 - b on t # TODO known failure (k.yaml:1 entry [0])" in tap
+    m.write(tmp_path)
+    assert (tmp_path / "matrix.html").exists()
