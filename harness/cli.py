@@ -1,5 +1,5 @@
 """Command line: ``sysext-harness targets | images build | images export | sysext build |
-config render | validate | docs | check | test``.
+config render | validate | docs | check | shell | test``.
 
 Bad input exits 2 with a message naming the file, key and value; failures of real work
 exit 1.
@@ -270,6 +270,39 @@ def _add_image_options(p: argparse.ArgumentParser) -> None:
                    help="firmware that boots --image (default: %(default)s)")
 
 
+def _cmd_shell(args: argparse.Namespace) -> int:
+    from harness.debug import open_shell
+    from harness.machine.libvirt_backend import DEFAULT_URI
+    from harness.machine.libvirt_hosts import select_backend
+    from harness.machine.probe import resolve
+    from harness.machine.vcpus import vcpus_for_run
+    from harness.scenario import load_scenario
+    from harness.session import HarnessSession
+    from harness.targets.selection import select_targets
+
+    vcpus, _why = vcpus_for_run(parse_vcpus(args.vcpus), machines_at_once=1)
+    scenario = load_scenario(Path(args.scenario)) if args.scenario else None
+    if args.until is not None and scenario is None:
+        raise ConfigError("--until needs --scenario", key="--until", value=args.until)
+    if (args.target is None) == (args.image is None):
+        raise ConfigError("name one target: a TARGET or --image DISK --persona NAME",
+                          key="TARGET", value=args.target)
+    targets = select_targets([args.target] if args.target else [], image=args.image,
+                             persona=args.persona, firmware=args.firmware)
+    if len(targets) != 1:
+        raise ConfigError("names more than one target", key="TARGET", value=args.target,
+                          allowed=", ".join(t.name for t in targets))
+    backend = select_backend(args.backend, args.libvirt_uri or [DEFAULT_URI])
+    session = HarnessSession(Path(args.artifacts).resolve(), backend=backend, vcpus=vcpus)
+    try:
+        target = resolve(targets[0])
+        return open_shell(session, target, scenario=scenario, until=args.until,
+                          command=args.command)
+    finally:
+        session.close()
+        backend.close()
+
+
 def _cmd_test(args: argparse.Namespace) -> int:
     import pytest
 
@@ -380,6 +413,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="libvirt connection for --backend libvirt (repeatable: several "
                         "hosts; default: qemu:///system)")
     p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser(
+        "shell", help="a shell in a target's machine, optionally after a scenario's steps",
+        description="Start a machine of TARGET (restored from its snapshot; the first time "
+                    "the target boots cold), run a scenario's steps up to --until, and open "
+                    "an SSH session in it with the run's own key. The machine stops when "
+                    "the shell ends.")
+    p.add_argument("target", metavar="TARGET", nargs="?",
+                   help="a reference target name (refos-257-flatcar) or a target file; "
+                        "or --image DISK --persona NAME")
+    p.add_argument("--scenario", metavar="FILE", help="run this scenario's steps first")
+    p.add_argument("--until", metavar="STEP",
+                   help="stop after this step: its number (from 1) or its name")
+    p.add_argument("--command", metavar="CMD",
+                   help="run CMD in the guest instead of an interactive shell; exit with "
+                        "its code")
+    _add_image_options(p)
+    p.add_argument("--artifacts", default="artifacts", metavar="DIR",
+                   help="artifact root (default: %(default)s)")
+    p.add_argument("--backend", choices=("qemu", "libvirt"), default="qemu",
+                   help="what runs the VM (default: %(default)s)")
+    p.add_argument("--libvirt-uri", action="append", default=[], metavar="URI",
+                   help="libvirt connection for --backend libvirt")
+    p.add_argument("--vcpus", default="auto", metavar="auto|N",
+                   help="vCPUs of the machine (default: auto)")
+    p.set_defaults(func=_cmd_shell)
 
     p = sub.add_parser("test", help="run scenarios (arguments go to pytest)")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER)

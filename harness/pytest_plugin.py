@@ -14,6 +14,7 @@ ignores, hence `pytest<9` in pyproject.toml.)
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from collections import defaultdict
@@ -42,6 +43,7 @@ from harness.targets.selection import select_targets
 
 if TYPE_CHECKING:
     from harness.machine.backend import Backend
+    from harness.machine.machine import Machine
     from harness.session import HarnessSession
 
 _SESSION = pytest.StashKey["HarnessSession"]()
@@ -108,6 +110,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--known-failures", default=None, metavar="FILE",
                     help="failures the maintainers know about (docs/known-failures.md); "
                          "default: known-failures.yaml in the root directory if it exists")
+    group.addoption("--keep-on-failure", action="store_true", default=False,
+                    help="keep a failed run's machine running, print the ssh command for it "
+                         "and wait until it is powered off or Ctrl-C (at most 1 hour); "
+                         "one machine at a time, so not with -n")
     group.addoption("--vcpus", default="auto", metavar="auto|N",
                     help="vCPUs per machine (default: auto, the host's cores divided by "
                          "the machines at once, 1 or 2; docs/targets.md)")
@@ -138,6 +144,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_VCPUS] = _checked_vcpus(config)
     config.stash[_KNOWN] = _checked_known_failures(config)
     config.stash[_TODAY] = date.today()
+    if config.getoption("--keep-on-failure") and _xdist_workers(config) > 1:
+        pytest.exit("error: --keep-on-failure: waits for you at a failed run, so it runs one "
+                    "machine at a time; drop -n (JOBS=1)", returncode=2)
     if config.getoption("--rerun-failed") < 0:
         pytest.exit("error: --rerun-failed: must be 0 or more (got "
                     f"{config.getoption('--rerun-failed')})", returncode=2)
@@ -304,7 +313,28 @@ def harness_session(config: pytest.Config) -> HarnessSession:
         if not config.getoption("--no-shared-prefixes"):
             runs: list = config.stash.get(_RUNS, [])
             config.stash[_SESSION].shared.expect_runs(runs)
+        if config.getoption("--keep-on-failure"):
+            config.stash[_SESSION].on_failure = lambda machine, failure: _hold(
+                config, machine, failure)
     return config.stash[_SESSION]
+
+
+def _hold(config: pytest.Config, machine: Machine, failure: BaseException) -> None:
+    """`--keep-on-failure`: talk to the person directly, past pytest's output capture."""
+    from harness.debug import hold_for_debugging
+
+    capture = config.pluginmanager.getplugin("capturemanager")
+    reporter = config.pluginmanager.getplugin("terminalreporter")
+
+    def write(text: str) -> None:
+        if reporter is not None:
+            reporter.write(text)
+            reporter.flush()
+        else:
+            print(text, end="", flush=True)
+
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        hold_for_debugging(machine, failure, write)
 
 
 def _artifacts_dir(config: pytest.Config) -> Path:

@@ -166,6 +166,8 @@ class HarnessSession:
         self._verity_keys: VerityKeys | None = None
         self.restore_seconds: list[float] = []
         self.scenario_seconds: dict[str, float] = {}
+        # Called with a failed run's machine before it stops (`--keep-on-failure`).
+        self.on_failure: Callable[[Machine, HarnessError], None] | None = None
         # "scenario::target" -> each attempt of its run (--rerun-failed, emulator aborts)
         self.attempts: dict[str, list[Attempt]] = {}
         # States after a prefix of steps several runs share (harness.scenario.shared_prefix);
@@ -267,7 +269,7 @@ class HarnessSession:
                   out: Path) -> None:
         with contextlib.ExitStack() as stack:
             artifacts.build_needed()
-            channel = self._serve_channel(scenario, target, artifacts, out, stack)
+            channel = self.serve_channel(scenario, target, artifacts, out, stack)
             if scenario.provisioning is None:
                 plan = self.shared.plan(scenario, target)
                 start = plan.start
@@ -319,7 +321,7 @@ class HarnessSession:
         (aside / name).write_text(f"{exc}\n")
         return aside
 
-    def _serve_channel(self, scenario: Scenario, target: Target, artifacts: LazyArtifacts,
+    def serve_channel(self, scenario: Scenario, target: Target, artifacts: LazyArtifacts,
                        out: Path, stack: contextlib.ExitStack) -> UpdateChannel | None:
         """Build and serve the scenario's update channel for the length of the run."""
         if scenario.update_channel is None:
@@ -339,15 +341,25 @@ class HarnessSession:
                    channel: UpdateChannel | None = None, *,
                    started_after: tuple[int, str] | None = None,
                    after_step: Callable[[Step], None] | None = None) -> None:
+        failure: HarnessError | None = None
         try:
             run_scenario(scenario, machine, target, artifacts, log_path=out / "steps.log",
                          channel=channel,
-                         certificate=lambda: self.verity_keys().trusted.certificate_pem(),
+                         certificate=self.certificate,
                          started_after=started_after, after_step=after_step,
                          health_check=True)
+        except HarnessError as exc:
+            failure = exc
+            raise
         finally:
             self._collect(machine, out)
+            if failure is not None and self.on_failure is not None and machine.connected:
+                self.on_failure(machine, failure)
             self.pool.stop(machine)
+
+    def certificate(self) -> bytes:
+        """The run's trusted verity certificate (PEM), for `trust_certificate` steps."""
+        return self.verity_keys().trusted.certificate_pem()
 
     def _run_provisioned(self, scenario: Scenario, target: Target,
                          artifacts: Mapping[str, Artifact], out: Path,

@@ -398,6 +398,21 @@ class Machine:
     def copy_from(self, remote: str, local: Path) -> None:
         self._channel().get_file(remote, Path(local))
 
+    def ssh_command(self) -> list[str]:
+        """The `ssh` command line a person runs to log in to this machine: the run's key,
+        its forwarded port on loopback and its pinned host key (a known_hosts file in the
+        machine's work directory), so nothing is trusted on first use."""
+        conn = self.ssh_connection()  # also makes sure sshd answers
+        assert self.vm is not None
+        host, port = self.vm.ssh_address
+        known_hosts = self.workdir / "known_hosts"
+        name = host if port == 22 else f"[{host}]:{port}"
+        known_hosts.write_text(f"{name} {self.host_key or conn.host_key}\n")
+        return ["ssh", "-i", str(self.key.private), "-p", str(port),
+                "-o", f"UserKnownHostsFile={known_hosts}", "-o", "StrictHostKeyChecking=yes",
+                "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR",
+                f"{self.spec.ssh_user}@{host}"]
+
     def boot_id(self) -> str:
         return self.succeed(BOOT_ID_COMMAND).strip()
 
