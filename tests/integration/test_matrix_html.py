@@ -8,11 +8,11 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urldefrag
 
 import pytest
+from html_page import Page
 
 from harness.report import Matrix
 from harness.report_html import TITLE, matrix_html
@@ -38,42 +38,6 @@ def browse(browser: str, page: Path, *args: str) -> str:
             [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
              "--no-first-run", f"--user-data-dir={profile}", *args, page.as_uri()],
             capture_output=True, text=True, timeout=120, check=True).stdout
-
-
-class Dom(HTMLParser):
-    """Chromium's serialized DOM: the table's rows, every href and id, the title."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.rows: list[list[tuple[str, str, str]]] = []  # (class, title, text) per cell
-        self.hrefs: list[str] = []
-        self.ids: set[str] = set()
-        self.title = ""
-        self._open: list[str] = []
-        self.feed(text)
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = {k: v or "" for k, v in attrs}
-        if "id" in a:
-            self.ids.add(a["id"])
-        if tag == "a":
-            self.hrefs.append(a["href"])
-        elif tag == "tr":
-            self.rows.append([])
-        elif tag in ("td", "th"):
-            self.rows[-1].append((a.get("class", ""), a.get("title", ""), ""))
-        self._open.append(tag)
-
-    def handle_endtag(self, tag: str) -> None:
-        while self._open and self._open.pop() != tag:
-            pass
-
-    def handle_data(self, data: str) -> None:
-        if "title" in self._open:
-            self.title += data
-        elif "td" in self._open or "th" in self._open:
-            cls, title, text = self.rows[-1][-1]
-            self.rows[-1][-1] = (cls, title, text + data)
 
 
 def run_with_artifacts(run: Path) -> Matrix:
@@ -119,7 +83,7 @@ def test_chromium_renders_the_matrix_and_every_link_resolves(chromium: str,
     page = run / "matrix.html"
     page.write_text(matrix_html(matrix, run), encoding="utf-8")
 
-    dom = Dom(browse(chromium, page, "--dump-dom"))
+    dom = Page(browse(chromium, page, "--dump-dom"))
 
     assert dom.title == TITLE
     arrow = "\u2193"

@@ -2,45 +2,12 @@
 
 from __future__ import annotations
 
-from html.parser import HTMLParser
 from pathlib import Path
+
+from html_page import Page
 
 from harness.report import Matrix
 from harness.report_html import TITLE, matrix_html, outcome_class
-
-
-class Page(HTMLParser):
-    """The parts of the page the tests look at: table cells, links, ids and texts."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.cells: list[dict[str, str]] = []  # every <td>: class, title, text
-        self.hrefs: list[str] = []
-        self.ids: list[str] = []
-        self.title = ""
-        self._open: list[str] = []
-        self.feed(text)
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = {k: v or "" for k, v in attrs}
-        if "id" in a:
-            self.ids.append(a["id"])
-        if tag == "a":
-            self.hrefs.append(a["href"])
-        if tag == "td":
-            self.cells.append({"class": a.get("class", ""), "title": a.get("title", ""),
-                               "text": ""})
-        self._open.append(tag)
-
-    def handle_endtag(self, tag: str) -> None:
-        while self._open and self._open.pop() != tag:
-            pass
-
-    def handle_data(self, data: str) -> None:
-        if "title" in self._open:
-            self.title += data
-        if "td" in self._open:
-            self.cells[-1]["text"] += data
 
 
 def _matrix() -> Matrix:
