@@ -21,6 +21,7 @@ import yaml
 
 from harness.errors import ConfigError
 from harness.extensions.inspect import ImageInfo
+from harness.extensions.lint import ARCHITECTURES
 from harness.targets.model import Target
 
 #: Where the guest keeps the failed units it had before the extension came.
@@ -50,6 +51,13 @@ class CheckRequest:
     test_script: Path | None = None  # runs in the guest, must exit 0
     reboot: bool = True  # also check the merge at boot (what users get)
     trust: tuple[Path, ...] = ()  # certificates for /etc/verity.d (signed DDIs)
+    # the names the images are installed under (`--as`), in image order; else their own
+    install_as: tuple[str | None, ...] = ()
+
+    def install_name(self, index: int) -> str:
+        info = self.images[index]
+        given = self.install_as[index] if index < len(self.install_as) else None
+        return given or info.path.name
 
 
 # --------------------------------------------------------------------------- targets
@@ -74,6 +82,8 @@ def image_matches(info: ImageInfo, target: Target) -> tuple[bool, str]:
 
 def check_architecture(info: ImageInfo, targets: Sequence[Target]) -> None:
     arch = info.release.get("ARCHITECTURE")
+    if arch is not None and arch not in ARCHITECTURES:
+        return  # not an architecture at all: a finding of its own (lint.release_findings)
     allowed = sorted({t.architecture for t in targets} | {"_any"})
     if arch is not None and arch not in allowed:
         raise ConfigError(f"{info.path.name} is built for another architecture",
@@ -139,8 +149,8 @@ def _steps(request: CheckRequest, merged: dict[str, list[str]]) -> list[dict[str
     }]
     for cert in request.trust:
         steps.append({"name": f"trust {cert.name} (/etc/verity.d)", "run": _trust_step(cert)})
-    for info in request.images:
-        as_name = info.name if info.format == "directory" else f"{info.name}.raw"
+    for index, info in enumerate(request.images):
+        as_name = request.install_name(index)
         step: dict[str, Any] = {
             "name": f"install {info.path.name} as {as_name} "
                     f"(its release file is extension-release.{info.name})",
@@ -153,6 +163,11 @@ def _steps(request: CheckRequest, merged: dict[str, list[str]]) -> list[dict[str
         steps.append({"name": f"merged at runtime by {tool} refresh",
                       "run": f"{tool} refresh",
                       "expect": {"merged_into": {hierarchy: names}}})
+    for index, info in enumerate(request.images):
+        if info.type == "sysext":
+            steps.append({"name": f"every ELF file of {info.path.name} finds its libraries "
+                                  "on this target (ldd after the merge)",
+                          "run": _libraries_step(request.install_name(index), info.format)})
     steps.append({"name": "systemd sees the extension's units", "run": "systemctl daemon-reload"})
     if request.reboot:
         steps.append({"name": "boot with the extension installed", "reboot": None})
@@ -190,6 +205,32 @@ def _steps(request: CheckRequest, merged: dict[str, list[str]]) -> list[dict[str
         steps.append({"name": f"test script {request.test_script.name}",
                       "run": _script_step(request.test_script)})
     return steps
+
+
+def _libraries_step(as_name: str, fmt: str) -> str:
+    """Shell that finds the image as installed, reads its files (systemd-dissect mounts a
+    raw image read-only a second time) and runs the target's ldd on each ELF file at its
+    merged path: a library that neither the image nor the target has is `not found`."""
+    name = shlex.quote(as_name)
+    mount = ('dir="$img"' if fmt == "directory" else
+             'dir=$(mktemp -d) && systemd-dissect --read-only --mount "$img" "$dir" '
+             '&& trap \'systemd-dissect --umount "$dir"\' EXIT')
+    return (
+        "img=\nfor d in /etc/extensions /run/extensions /var/lib/extensions; do\n"
+        f"  if [ -e \"$d\"/{name} ]; then img=\"$d\"/{name}; fi\ndone\n"
+        f"[ -n \"$img\" ] || {{ echo 'not installed: '{name}; exit 1; }}\n"
+        f"{mount}\n"
+        "missing=0; count=0\n"
+        "for f in $(cd \"$dir\" && find usr opt -type f 2>/dev/null); do\n"
+        "  [ \"$(head -c 4 \"$dir/$f\" | od -An -c | tr -d ' ')\" = 177ELF ] || continue\n"
+        "  count=$((count + 1))\n"
+        "  if ldd \"/$f\" 2>/dev/null | grep -q 'not found'; then\n"
+        "    ldd \"/$f\" | grep 'not found' | sed \"s|^[[:space:]]*|/$f needs |\"; missing=1\n"
+        "  fi\n"
+        "done\n"
+        "echo \"$count ELF file(s) read\"\n"
+        "[ $missing = 0 ] || { echo 'a library above is neither in the image nor on this "
+        "target: ship it in the image, or link the program statically'; exit 1; }\n")
 
 
 def _trust_step(cert: Path) -> str:

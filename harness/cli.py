@@ -185,35 +185,49 @@ def _cmd_check(args: argparse.Namespace) -> int:
         write_scenario,
     )
     from harness.extensions.inspect import MERGED_TOP_LEVEL, inspect_image
+    from harness.extensions.lint import Finding, host_findings
     from harness.machine.probe import resolve
     from harness.scenario import load_scenario
     from harness.targets.selection import select_targets
 
     parse_vcpus(args.vcpus)  # bad input is refused before any image is read
     images = tuple(inspect_image(Path(p)) for p in args.images)
-    warnings: list[str] = []
-    for info in images:
+    install_as = _install_names(args.install_as, images)
+    findings: list[Finding] = []
+    for index, info in enumerate(images):
         print(f"image: {info.summary()}")
+        findings += host_findings(info, install_as[index])
         ignored = info.ignored_entries()
         if ignored:
-            warnings.append(f"{info.path.name}: {info.type} merges only "
-                            f"{', '.join('/' + d for d in MERGED_TOP_LEVEL[info.type])}; these "
-                            f"top-level entries never reach the host: {', '.join(ignored)}")
-    for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+            findings.append(Finding(
+                "warning", "not-merged", info.path.name,
+                f"{info.type} merges only "
+                f"{', '.join('/' + d for d in MERGED_TOP_LEVEL[info.type])}; these top-level "
+                f"entries never reach the host: {', '.join(ignored)}.",
+                "move them under " + " or ".join(
+                    '/' + d for d in MERGED_TOP_LEVEL[info.type]) + ", or leave them out."))
     test_script = Path(args.test) if args.test else None
     if test_script is not None and not test_script.is_file():
         raise ConfigError("no such file", key="--test", value=args.test)
     request = CheckRequest(images=images, units=check_unit_names(args.unit),
                            commands=tuple(args.run), test_script=test_script,
                            reboot=not args.no_reboot,
-                           trust=tuple(Path(c) for c in args.trust))
+                           trust=tuple(Path(c) for c in args.trust), install_as=install_as)
     targets = [resolve(t) for t in select_targets(
         args.target or None, image=args.image, persona=args.persona, firmware=args.firmware)]
     for info in images:
         check_architecture(info, targets)
     if not args.target and not args.image:
         targets = default_targets(request, targets)
+    for finding in findings:
+        print(finding.text(), file=sys.stderr)
+    warnings = [f.text() for f in findings if f.severity == "warning"]
+    errors = [f for f in findings if f.severity == "error"]
+    if errors:
+        print(f"error: {len(errors)} finding(s) the image fails on wherever it is shipped; "
+              "nothing was booted", file=sys.stderr)
+        _write_json(args.json, findings, None)
+        return 1
     artifacts = Path(args.artifacts).resolve()  # pytest runs with the check's own rootdir
     check_dir = artifacts / "check"
     scenario = write_scenario(request, check_dir)
@@ -222,6 +236,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     print(f"scenario: {scenario}")
     print(f"targets: {', '.join(t.name for t in targets)}", flush=True)
     if args.dry_run:
+        _write_json(args.json, findings, None)
         return _strict_verdict(args.strict, warnings, 0)
     argv = [str(scenario), "-c", str(check_dir / "pytest.ini"), "--rootdir", str(check_dir),
             "-p", "no:cacheprovider", "--artifacts", str(artifacts), *target_args(targets)]
@@ -230,11 +245,43 @@ def _cmd_check(args: argparse.Namespace) -> int:
     for uri in args.libvirt_uri:
         argv += ["--libvirt-uri", uri]
     code = int(pytest.main(argv))
+    _write_json(args.json, findings, artifacts / "latest" / "matrix.json")
     if code == pytest.ExitCode.NO_TESTS_COLLECTED:
         print("error: the check applies to none of the targets (see the reasons above)",
               file=sys.stderr)
         return 2
     return _strict_verdict(args.strict, warnings, code)
+
+
+def _install_names(given: list[str], images: tuple[Any, ...]) -> tuple[str | None, ...]:
+    """`--as NAME` per image, in order: a file name (NAME.raw for a raw image)."""
+    if not given:
+        return (None,) * len(images)
+    if len(given) != len(images):
+        raise ConfigError(f"give one --as per image ({len(images)} image(s))", key="--as",
+                          value=" ".join(given))
+    for name, info in zip(given, images, strict=True):
+        raw = info.format != "directory"
+        if "/" in name or not name or (raw and not name.endswith(".raw")):
+            raise ConfigError("not a file name for the image", key="--as", value=name,
+                              allowed="NAME.raw for a raw image (NAME for a directory), "
+                                      "the name it is shipped or linked as")
+    return tuple(given)
+
+
+def _write_json(path: str | None, findings: list[Any], matrix: Path | None) -> None:
+    """`--json FILE`: the findings on the host and each target's result, for CI."""
+    if not path:
+        return
+    targets: dict[str, Any] = {}
+    if matrix is not None and matrix.exists():
+        results = json.loads(matrix.read_text())["results"]
+        for row in results.values():
+            for target, cell in row.items():
+                targets[target] = {k: cell[k] for k in ("outcome", "detail", "findings")
+                                   if k in cell}
+    Path(path).write_text(json.dumps({"findings": [f.as_json() for f in findings],
+                                      "targets": targets}, indent=2) + "\n")
 
 
 def _strict_verdict(strict: bool, warnings: list[str], code: int) -> int:
@@ -356,6 +403,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = config_sub.add_parser("render", help="translate Butane to Ignition JSON and validate it")
     p.add_argument("file", metavar="FILE.bu")
     p.add_argument("-o", "--output", metavar="FILE.ign", help="write here instead of stdout")
+    p.add_argument("--as", dest="install_as", action="append", default=[], metavar="NAME",
+                   help="the file name the image is shipped or linked as (NAME.raw; one per "
+                        "image, in order); default: its own file name")
+    p.add_argument("--json", metavar="FILE",
+                   help="write the findings and each target's result as JSON to FILE")
     p.add_argument("--strict", action="store_true", help="fail on warnings too")
     p.add_argument("--files-dir", metavar="DIR",
                    help="where `local:`, `contents_local:` and `trees:` paths are looked up")
@@ -399,6 +451,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "nothing")
     p.add_argument("--artifacts", default="artifacts", metavar="DIR",
                    help="artifact root; the scenario goes to DIR/check (default: %(default)s)")
+    p.add_argument("--as", dest="install_as", action="append", default=[], metavar="NAME",
+                   help="the file name the image is shipped or linked as (NAME.raw; one per "
+                        "image, in order); default: its own file name")
+    p.add_argument("--json", metavar="FILE",
+                   help="write the findings and each target's result as JSON to FILE")
     p.add_argument("--strict", action="store_true",
                    help="fail the check (exit 1) on any warning, e.g. content the merge "
                         "leaves out (docs/check.md)")

@@ -44,6 +44,12 @@ class ImageInfo:
     verity: bool = False  # a DDI with a dm-verity hash partition
     signed: bool = False  # a DDI with a verity signature partition
     top_level: tuple[str, ...] = ()  # entries at the image's root (a usr partition: "usr")
+    # The unit directory's contents, for the unit findings (harness.extensions.lint):
+    unit_texts: tuple[tuple[str, str], ...] = ()  # (unit file name, its text)
+    # (directory such as "multi-user.target.wants", entry) for each .wants/.requires/
+    # .upholds entry, and whether the unit it names is in the image
+    unit_links: tuple[tuple[str, str, bool], ...] = ()
+    drop_ins: tuple[tuple[str, str], ...] = ()  # ("multi-user.target.d/10-x.conf", text)
 
     def ignored_entries(self) -> tuple[str, ...]:
         """Top-level entries the merge leaves out (systemd-sysext merges /usr and /opt only,
@@ -144,7 +150,33 @@ def _from_tree(path: Path, tree: Path, fmt: str, prefix: str = "",
     return ImageInfo(path=path, format=fmt, type=ext_type,
                      release_name=release_file.removeprefix("extension-release."),
                      release=parse_release(text), units=units, top_level=top_level,
-                     **ddi)  # type: ignore[arg-type]
+                     **_unit_directory(unit_dir), **ddi)  # type: ignore[arg-type]
+
+
+def _unit_directory(unit_dir: Path) -> dict[str, tuple[tuple[object, ...], ...]]:
+    """Unit files with their text, dependency links and drop-ins of one unit directory."""
+    if not unit_dir.is_dir():
+        return {}
+    texts: list[tuple[str, str]] = []
+    links: list[tuple[str, str, bool]] = []
+    drop_ins: list[tuple[str, str]] = []
+    for entry in sorted(unit_dir.iterdir()):
+        if entry.is_dir() and entry.name.endswith((".wants", ".requires", ".upholds")):
+            for link in sorted(entry.iterdir()):
+                # A link names its unit; it is in the image when it resolves inside it, or
+                # (a template instance) when the template is.
+                template = re.sub(r"@[^.]*\.", "@.", link.name)
+                shipped = (unit_dir / link.name).exists() or (unit_dir / template).exists()
+                links.append((entry.name, link.name, shipped))
+        elif entry.is_dir() and entry.name.endswith(".d"):
+            for conf in sorted(entry.glob("*.conf")):
+                if conf.is_file():
+                    drop_ins.append((f"{entry.name}/{conf.name}",
+                                     conf.read_text(errors="replace")))
+        elif entry.name.endswith(_UNIT_SUFFIXES) and entry.is_file():
+            texts.append((entry.name, entry.read_text(errors="replace")))
+    return {"unit_texts": tuple(texts), "unit_links": tuple(links),
+            "drop_ins": tuple(drop_ins)}
 
 
 def _one_release(path: Path, found: list[tuple[str, str]]) -> tuple[str, str]:

@@ -34,8 +34,8 @@ def test_good_image_passes_every_check(tmp_path: Path) -> None:
     raw = unit_extension(tmp_path, "greeter", "/usr/bin/greeter", "Upholds=greeter.service")
     script = tmp_path / "test.sh"
     script.write_text("#!/bin/bash\nset -euo pipefail\n[[ $(greeter) == 'hello from greeter' ]]\n")
-    res = check(str(raw), "--unit", "greeter.service", "--run", "greeter",
-                "--test", str(script), "--artifacts", str(tmp_path / "art"))
+    res = check(str(raw), "--as", "greeter.raw", "--unit", "greeter.service", "--run",
+                "greeter", "--test", str(script), "--artifacts", str(tmp_path / "art"))
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
     assert "extension-release.greeter [ID=flatcar SYSEXT_LEVEL=1.0]" in res.stdout
     scenario = tmp_path / "art/check/scenarios/check-greeter.yaml"
@@ -47,7 +47,7 @@ def test_good_image_passes_every_check(tmp_path: Path) -> None:
 
 def test_unit_with_a_missing_binary_fails_the_check(tmp_path: Path) -> None:
     raw = unit_extension(tmp_path, "broken", "/usr/sbin/broken-daemon", "Wants=broken.service")
-    res = check(str(raw), "--artifacts", str(tmp_path / "art"))
+    res = check(str(raw), "--as", "broken.raw", "--artifacts", str(tmp_path / "art"))
     assert res.returncode == 1, res.stdout[-4000:] + res.stderr[-2000:]
     assert "no unit failed that had not failed before the extension" in res.stdout
     assert "failed units:" in res.stdout and "broken.service" in res.stdout
@@ -60,7 +60,63 @@ def test_signed_ddi_merges_once_its_certificate_is_trusted(tmp_path: Path) -> No
         "files": [{"path": "/usr/bin/signedtool", "content": "#!/bin/sh\necho signed\n",
                    "mode": "0755"}]}, source="test", key_prefix="extensions.signedtool")
     ddi = build_ddi(spec, {}, key_pair=pair, mode="signed", cache_dir=tmp_path / "cache")
-    res = check(str(ddi.path), "--trust", str(pair.certificate), "--run", "signedtool",
-                "--no-reboot", "--artifacts", str(tmp_path / "art"))
+    res = check(str(ddi.path), "--as", "signedtool.raw", "--trust", str(pair.certificate),
+                "--run", "signedtool", "--no-reboot", "--artifacts", str(tmp_path / "art"))
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
     assert "sysext ddi (root partition, signed verity)" in res.stdout
+
+
+def test_a_file_name_that_does_not_match_its_release_file_fails_before_booting(
+        tmp_path: Path) -> None:
+    raw = unit_extension(tmp_path, "greeter", "/usr/bin/greeter", "Upholds=greeter.service",
+                         file_name="other.raw")
+    res = check(str(raw), "--artifacts", str(tmp_path / "art"), "--json",
+                str(tmp_path / "findings.json"))
+    assert res.returncode == 1, res.stdout[-4000:] + res.stderr[-2000:]
+    assert ("shipped as other.raw, it needs extension-release.other, but it holds "
+            "extension-release.greeter") in res.stderr
+    assert "--as greeter.raw" in res.stderr and "nothing was booted" in res.stderr
+    assert not (tmp_path / "art").exists()
+    found = json.loads((tmp_path / "findings.json").read_text())["findings"]
+    assert [f["code"] for f in found] == ["name-mismatch"]
+
+
+LIBRARY = "int greeting(void) { return 42; }\n"
+PROGRAM = ('#include <stdio.h>\nint {f}(void);\n'
+           'int main(void) {{ printf("%d\\n", {f}()); return 0; }}\n')
+
+
+def test_every_elf_file_must_find_its_libraries_on_the_target(tmp_path: Path) -> None:
+    """greet's library is in the image (found through its RUNPATH); lonely's is on the
+    build machine only, so on the target it is `not found`."""
+    root = tmp_path / "tree"
+    (root / "usr/lib/extension-release.d").mkdir(parents=True)
+    (root / "usr/lib/extension-release.d/extension-release.greet").write_text("ID=_any\n")
+    build = tmp_path / "build"
+    build.mkdir()
+    (build / "greeting.c").write_text(LIBRARY)
+    (build / "greet.c").write_text(PROGRAM.format(f="greeting"))
+    (build / "lonely.c").write_text(PROGRAM.format(f="greeting"))
+    (root / "usr/lib/greet").mkdir(parents=True)
+    (root / "usr/bin").mkdir(parents=True)
+    gcc = ["gcc", "-O2", "-o"]
+    subprocess.run([*gcc, root / "usr/lib/greet/libgreeting.so.1", "-shared", "-fPIC",
+                    "-Wl,-soname,libgreeting.so.1", build / "greeting.c"], check=True)
+    (build / "libgreeting.so").symlink_to(root / "usr/lib/greet/libgreeting.so.1")
+    subprocess.run([*gcc, root / "usr/bin/greet", build / "greet.c", f"-L{build}",
+                    "-lgreeting", "-Wl,-rpath,/usr/lib/greet"], check=True)
+    (build / "elsewhere").mkdir()
+    subprocess.run([*gcc, build / "elsewhere/libgreeting.so.1", "-shared", "-fPIC",
+                    "-Wl,-soname,liblonely.so.1", build / "greeting.c"], check=True)
+    (build / "elsewhere/liblonely.so").symlink_to("libgreeting.so.1")
+    subprocess.run([*gcc, root / "usr/bin/lonely", build / "lonely.c",
+                    f"-L{build / 'elsewhere'}", "-llonely"], check=True)
+    raw = tmp_path / "greet.raw"
+    subprocess.run(["mksquashfs", root, raw, "-quiet", "-no-progress", "-all-root"],
+                   check=True)
+    res = check(str(raw), "--no-reboot", "--run", "greet", "--artifacts",
+                str(tmp_path / "art"))
+    assert res.returncode == 1, res.stdout[-4000:] + res.stderr[-2000:]
+    assert "/usr/bin/lonely needs liblonely.so.1 => not found" in res.stdout
+    assert "/usr/bin/greet needs" not in res.stdout
+    assert "3 ELF file(s) read" in res.stdout

@@ -78,12 +78,13 @@ def test_check_good_and_broken_images_on_the_exported_disk(target_file: Path,
                                                            tmp_path: Path) -> None:
     disk = target_file.read_text().split("image: ", 1)[1].split("\n", 1)[0]
     good = unit_extension(tmp_path, "greeter", "/usr/bin/greeter", "Upholds=greeter.service")
-    res = _check(str(good), "--image", disk, "--persona", "flatcar", "--unit",
-                 "greeter.service", "--run", "greeter", "--artifacts", str(tmp_path / "good"))
+    res = _check(str(good), "--as", "greeter.raw", "--image", disk, "--persona", "flatcar",
+                 "--unit", "greeter.service", "--run", "greeter",
+                 "--artifacts", str(tmp_path / "good"))
     assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-2000:]
     broken = unit_extension(tmp_path, "broken", "/usr/sbin/broken-daemon",
                             "Upholds=broken.service")
-    res = _check(str(broken), "--target", str(target_file), "--artifacts",
+    res = _check(str(broken), "--as", "broken.raw", "--target", str(target_file), "--artifacts",
                  str(tmp_path / "broken"))
     assert res.returncode == 1, res.stdout[-5000:] + res.stderr[-2000:]
     assert "broken.service" in res.stdout

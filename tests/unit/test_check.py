@@ -280,6 +280,6 @@ def test_strict_turns_warnings_into_a_failure(tmp_path: Path,
     assert "warning: tool: sysext merges only /usr, /opt; " in capsys.readouterr().err
     assert main([*argv, "--strict"]) == 1
     assert "error: --strict: 1 warning(s) fail the check" in capsys.readouterr().err
-    clean = tree(tmp_path / "clean", release="ID=flatcar\nSYSEXT_LEVEL=1.0\n")
+    clean = tree(tmp_path / "clean" / "tool", release="ID=flatcar\nSYSEXT_LEVEL=1.0\n")
     assert main(["check", str(clean), "--dry-run", "--strict",
                  "--artifacts", str(tmp_path / "art2")]) == 0
