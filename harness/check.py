@@ -50,6 +50,7 @@ class CheckRequest:
     commands: tuple[str, ...] = ()  # must exit 0
     test_script: Path | None = None  # runs in the guest, must exit 0
     reboot: bool = True  # also check the merge at boot (what users get)
+    os_update: bool = True  # and after the next OS update (reference targets' slot B)
     trust: tuple[Path, ...] = ()  # certificates for /etc/verity.d (signed DDIs)
     # the names the images are installed under (`--as`), in image order; else their own
     install_as: tuple[str | None, ...] = ()
@@ -204,7 +205,62 @@ def _steps(request: CheckRequest, merged: dict[str, list[str]]) -> list[dict[str
     if request.test_script is not None:
         steps.append({"name": f"test script {request.test_script.name}",
                       "run": _script_step(request.test_script)})
+    if request.os_update:
+        steps += _os_update_steps(request)
     return steps
+
+
+#: Where the check's OS-update verdicts start: the CLI prints these lines as warnings.
+NEXT_UPDATE = "next OS update:"
+_REFERENCE_ONLY = {"targets": ["refos-*"],
+                   "reason": "only reference targets have the next OS release (/usr slot B)"}
+
+
+def _os_update_steps(request: CheckRequest) -> list[dict[str, Any]]:
+    """Switch a reference target to its next OS release and say, per image, whether it is
+    still merged and whether its release file says so (the rules of systemd's
+    extension_release_validate: ID=_any; equal levels; else VERSION_ID must match)."""
+    lines = ["fail=0", ". /usr/lib/os-release"]
+    for info in request.images:
+        kind = "SYSEXT" if info.type == "sysext" else "CONFEXT"
+        root = "/usr/lib" if info.type == "sysext" else "/etc"
+        rel = info.release
+        lines += [
+            f"name={shlex.quote(info.name)}; file={shlex.quote(info.path.name)}",
+            f"ext_id={shlex.quote(rel.get('ID', ''))}; "
+            f"ext_level={shlex.quote(rel.get(f'{kind}_LEVEL', ''))}; "
+            f"ext_version={shlex.quote(rel.get('VERSION_ID', ''))}",
+            f"host_level=${{{kind}_LEVEL:-}}; host_version=${{VERSION_ID:-}}",
+            'if [ "$ext_id" = _any ]; then expect=kept; why="it says ID=_any"',
+            'elif [ -z "$host_level" ] && [ -z "$host_version" ]; then expect=kept; '
+            'why="the new OS has neither VERSION_ID nor a level"',
+            'elif [ -n "$host_level" ] && [ -n "$ext_level" ]; then',
+            f'  if [ "$ext_level" = "$host_level" ]; then expect=kept; why="its {kind}_LEVEL '
+            f'$ext_level is the new OS\'s"; else expect=dropped; why="its {kind}_LEVEL '
+            f'$ext_level is not the new OS\'s $host_level"; fi',
+            'elif [ -n "$host_version" ]; then',
+            '  if [ "$ext_version" = "$host_version" ]; then expect=kept; why="its VERSION_ID '
+            'is the new OS\'s"; elif [ -z "$ext_version" ]; then expect=dropped; why="it sets '
+            'neither a level the new OS has nor VERSION_ID"; else expect=dropped; why="it pins '
+            'VERSION_ID=$ext_version, the new OS has VERSION_ID=$host_version"; fi',
+            'else expect=kept; why="the new OS has no VERSION_ID to compare"; fi',
+            f'if [ -e {root}/extension-release.d/extension-release."$name" ]; then '
+            'now=kept; else now=dropped; fi',
+            f'if [ "$now" = "$expect" ] && [ "$now" = dropped ]; then echo "{NEXT_UPDATE} '
+            '$file is dropped, as its release file says ($why): users lose it at their next '
+            'update unless a new image for the new OS comes with it"',
+            f'elif [ "$now" = "$expect" ]; then echo "{NEXT_UPDATE} $file is still merged '
+            '($why)"',
+            'else echo "the next OS update $now $file, but its release file says it is '
+            '$expect ($why)"; fail=1; fi',
+        ]
+    lines.append("exit $fail")
+    return [
+        {"name": "switch to the next OS release (/usr slot B) and reboot", "os_update": None,
+         "when": _REFERENCE_ONLY},
+        {"name": "after the next OS update: merged or dropped as the release file says",
+         "run": "\n".join(lines) + "\n", "when": _REFERENCE_ONLY},
+    ]
 
 
 def _libraries_step(as_name: str, fmt: str) -> str:

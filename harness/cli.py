@@ -212,7 +212,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
     request = CheckRequest(images=images, units=check_unit_names(args.unit),
                            commands=tuple(args.run), test_script=test_script,
                            reboot=not args.no_reboot,
-                           trust=tuple(Path(c) for c in args.trust), install_as=install_as)
+                           trust=tuple(Path(c) for c in args.trust), install_as=install_as,
+                           os_update=not (args.no_reboot or args.no_os_update))
     targets = [resolve(t) for t in select_targets(
         args.target or None, image=args.image, persona=args.persona, firmware=args.firmware)]
     for info in images:
@@ -245,12 +246,30 @@ def _cmd_check(args: argparse.Namespace) -> int:
     for uri in args.libvirt_uri:
         argv += ["--libvirt-uri", uri]
     code = int(pytest.main(argv))
+    for line in _next_update_verdicts(artifacts / "latest" / scenario.stem):
+        print(line, file=sys.stderr)
+        if " is dropped" in line:
+            warnings.append(line)
     _write_json(args.json, findings, artifacts / "latest" / "matrix.json")
     if code == pytest.ExitCode.NO_TESTS_COLLECTED:
         print("error: the check applies to none of the targets (see the reasons above)",
               file=sys.stderr)
         return 2
     return _strict_verdict(args.strict, warnings, code)
+
+
+def _next_update_verdicts(runs: Path) -> list[str]:
+    """What each target's run said about the next OS update (harness.check.NEXT_UPDATE):
+    an image the update drops is a warning, because users lose it then."""
+    from harness.check import NEXT_UPDATE
+
+    out = []
+    for log in sorted(runs.glob("*/steps.log")):
+        for line in log.read_text(errors="replace").splitlines():
+            if line.startswith(NEXT_UPDATE):
+                severity = "warning" if " is dropped" in line else "note"
+                out.append(f"{severity}: {log.parent.name}: {line}")
+    return out
 
 
 def _install_names(given: list[str], images: tuple[Any, ...]) -> tuple[str | None, ...]:
@@ -446,6 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "installed in /etc/verity.d (repeatable)")
     p.add_argument("--no-reboot", action="store_true",
                    help="check the runtime merge only; --unit units are started by hand")
+    p.add_argument("--no-os-update", action="store_true",
+                   help="do not switch reference targets to their next OS release at the end "
+                        "(the check says whether the image survives it)")
     p.add_argument("--dry-run", action="store_true",
                    help="read the images, choose the targets and write the scenario; boot "
                         "nothing")

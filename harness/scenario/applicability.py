@@ -58,7 +58,8 @@ def applicability(scenario: Scenario, target: ApplicabilityTarget) -> tuple[bool
         return False, ("expects first-boot provisioning to fail, which only reference "
                        "targets report (a console line of theirs); on an image target it is "
                        "a failed boot")
-    if target.kind == "image" and any(isinstance(s, OsUpdateStep) for s in scenario.steps):
+    if target.kind == "image" and any(isinstance(s, OsUpdateStep)
+                                      for s in steps_on(scenario, target)):
         return False, ("switches to the next OS release, which only reference targets can "
                        "do so far (their /usr slot B); image targets cannot run OS updates yet")
     return True, ""

@@ -19,6 +19,7 @@ from harness.extensions.ddi import build_ddi
 from harness.extensions.signing import generate_key_pair
 from harness.extensions.spec import parse_extension_spec
 from harness.paths import project_root
+from harness.targets.registry import get_target
 
 pytestmark = pytest.mark.vm
 TARGET = "refos-257-flatcar"
@@ -120,3 +121,30 @@ def test_every_elf_file_must_find_its_libraries_on_the_target(tmp_path: Path) ->
     assert "/usr/bin/lonely needs liblonely.so.1 => not found" in res.stdout
     assert "/usr/bin/greet needs" not in res.stdout
     assert "3 ELF file(s) read" in res.stdout
+
+
+def _release_only(tmp_path: Path, name: str, release: str) -> Path:
+    root = tmp_path / f"tree-{name}"
+    (root / "usr/lib/extension-release.d").mkdir(parents=True)
+    (root / f"usr/lib/extension-release.d/extension-release.{name}").write_text(release)
+    (root / f"usr/share/{name}").mkdir(parents=True)
+    (root / f"usr/share/{name}/marker").write_text("x\n")
+    raw = tmp_path / f"{name}.raw"
+    subprocess.run(["mksquashfs", root, raw, "-quiet", "-no-progress", "-all-root"],
+                   check=True)
+    return raw
+
+
+def test_the_next_os_update_drops_a_pinned_image_and_keeps_a_level_one(tmp_path: Path) -> None:
+    """refos-257-flatcar's next release (slot B) has another VERSION_ID and the same
+    SYSEXT_LEVEL: the check says the pinned image goes and the leveled one stays."""
+    version = get_target(TARGET).os_release["VERSION_ID"]
+    pinned = _release_only(tmp_path, "pinned", f"ID=flatcar\nVERSION_ID={version}\n")
+    level = _release_only(tmp_path, "level", "ID=flatcar\nSYSEXT_LEVEL=1.0\n")
+    res = check(str(pinned), str(level), "--artifacts", str(tmp_path / "art"), "--strict")
+    out = res.stdout + res.stderr
+    assert (f"warning: {TARGET}: next OS update: pinned.raw is dropped, as its release file "
+            f"says (it pins VERSION_ID={version}, the new OS has VERSION_ID=") in out, out[-4000:]
+    assert (f"note: {TARGET}: next OS update: level.raw is still merged (its SYSEXT_LEVEL 1.0 "
+            "is the new OS's)") in out
+    assert res.returncode == 1 and "--strict: 1 warning(s) fail the check" in out  # the drop
