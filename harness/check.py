@@ -21,7 +21,7 @@ import yaml
 
 from harness.errors import ConfigError
 from harness.extensions.inspect import ImageInfo
-from harness.extensions.lint import ARCHITECTURES
+from harness.extensions.lint import ARCHITECTURES, Requirement, unit_requirements
 from harness.targets.model import Target
 
 #: Where the guest keeps the failed units it had before the extension came.
@@ -170,6 +170,11 @@ def _steps(request: CheckRequest, merged: dict[str, list[str]]) -> list[dict[str
                                   "on this target (ldd after the merge)",
                           "run": _libraries_step(request.install_name(index), info.format)})
     steps.append({"name": "systemd sees the extension's units", "run": "systemctl daemon-reload"})
+    needs = [r for info in request.images for r in unit_requirements(info)]
+    if needs:
+        steps.append({"name": "every unit's programs, environment files, users and groups "
+                              "exist on this target",
+                      "run": _requirements_step(needs)})
     if request.reboot:
         steps.append({"name": "boot with the extension installed", "reboot": None})
         # The guest answers SSH before its boot transaction is done (ensure-sysext on
@@ -261,6 +266,36 @@ def _os_update_steps(request: CheckRequest) -> list[dict[str, Any]]:
         {"name": "after the next OS update: merged or dropped as the release file says",
          "run": "\n".join(lines) + "\n", "when": _REFERENCE_ONLY},
     ]
+
+
+_REQUIREMENT_CHECK = """\
+problems=0
+need() {
+  case $3 in
+    executable) [ -x "$4" ] && return ;;
+    command) PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin command -v "$4" \\
+      >/dev/null && return ;;
+    file) [ -f "$4" ] && return ;;
+    user) getent passwd "$4" >/dev/null && return ;;
+    group) getent group "$4" >/dev/null && return ;;
+  esac
+  case $3 in
+    executable) why="no executable $4 in the image or on this target" ;;
+    command) why="no command $4 in systemd's search path on this target" ;;
+    file) why="no file $4 on this target (write $2=-$4 if it may be missing)" ;;
+    *) why="no $3 $4 on this target (ship a sysusers.d entry for it, or use DynamicUser=yes)" ;;
+  esac
+  echo "$1: $2=$4: $why"; problems=1
+}
+"""
+
+
+def _requirements_step(needs: Sequence[Requirement]) -> str:
+    """Shell that checks, after the merge, what the image's units need from the target."""
+    calls = "".join(f"need {shlex.quote(r.unit)} {r.key} {r.kind} {shlex.quote(r.value)}\n"
+                    for r in needs)
+    return (_REQUIREMENT_CHECK + calls + f"echo '{len(needs)} requirement(s) of the "
+            "units checked'\nexit $problems\n")
 
 
 def _libraries_step(as_name: str, fmt: str) -> str:

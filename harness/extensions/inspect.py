@@ -23,6 +23,7 @@ GPT_MAGIC = b"EFI PART"  # at byte 512
 #: Where each extension type keeps its release file and its units, relative to the tree.
 RELEASE_DIRS = {"sysext": "usr/lib/extension-release.d", "confext": "etc/extension-release.d"}
 UNIT_DIRS = {"sysext": "usr/lib/systemd/system", "confext": "etc/systemd/system"}
+SYSUSERS_DIRS = {"sysext": "usr/lib/sysusers.d", "confext": "etc/sysusers.d"}
 #: The hierarchies each tool merges by default (sysext-behaviour reference §2.1).
 MERGED_TOP_LEVEL = {"sysext": ("usr", "opt"), "confext": ("etc",)}
 _UNIT_SUFFIXES = (".service", ".socket", ".timer", ".path", ".mount", ".target")
@@ -50,6 +51,7 @@ class ImageInfo:
     # .upholds entry, and whether the unit it names is in the image
     unit_links: tuple[tuple[str, str, bool], ...] = ()
     drop_ins: tuple[tuple[str, str], ...] = ()  # ("multi-user.target.d/10-x.conf", text)
+    sysusers: tuple[str, ...] = ()  # users and groups its sysusers.d files declare
 
     def ignored_entries(self) -> tuple[str, ...]:
         """Top-level entries the merge leaves out (systemd-sysext merges /usr and /opt only,
@@ -150,7 +152,22 @@ def _from_tree(path: Path, tree: Path, fmt: str, prefix: str = "",
     return ImageInfo(path=path, format=fmt, type=ext_type,
                      release_name=release_file.removeprefix("extension-release."),
                      release=parse_release(text), units=units, top_level=top_level,
+                     sysusers=_sysusers(rel(SYSUSERS_DIRS[ext_type])),
                      **_unit_directory(unit_dir), **ddi)  # type: ignore[arg-type]
+
+
+def _sysusers(directory: Path) -> tuple[str, ...]:
+    """The user and group names sysusers.d files declare (`u NAME`, `g NAME`, `m U G`)."""
+    names: set[str] = set()
+    if directory.is_dir():
+        for conf in directory.glob("*.conf"):
+            for line in conf.read_text(errors="replace").splitlines():
+                fields = line.split()
+                if len(fields) >= 2 and fields[0] in ("u", "u!", "g"):
+                    names.add(fields[1])
+                elif len(fields) >= 3 and fields[0] == "m":
+                    names.update(fields[1:3])
+    return tuple(sorted(names))
 
 
 def _unit_directory(unit_dir: Path) -> dict[str, tuple[tuple[object, ...], ...]]:
@@ -202,7 +219,8 @@ def _one_release(path: Path, found: list[tuple[str, str]]) -> tuple[str, str]:
 
 
 def _from_squashfs(path: Path, fs: Path, prefix: str = "", **ddi: object) -> ImageInfo:
-    wanted = [d.removeprefix(prefix) for d in (*RELEASE_DIRS.values(), *UNIT_DIRS.values())]
+    wanted = [d.removeprefix(prefix) for d in (*RELEASE_DIRS.values(), *UNIT_DIRS.values(),
+                                               *SYSUSERS_DIRS.values())]
     with tempfile.TemporaryDirectory(prefix="sysext-harness-inspect-") as tmp:
         tree = Path(tmp) / "tree"
         run(["unsquashfs", "-no-xattrs", "-d", tree, fs, *wanted], timeout=300)

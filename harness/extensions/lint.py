@@ -181,3 +181,55 @@ def unit_findings(info: ImageInfo) -> list[Finding]:
                 "it works only on targets that have that unit.",
                 f"ship {name} in {unit_dir}, or drop the link."))
     return found
+
+
+# -------------------------------------------------------- what units need on the target
+
+_EXEC_KEYS = ("ExecCondition", "ExecStartPre", "ExecStart", "ExecStartPost", "ExecReload",
+              "ExecStop", "ExecStopPost")
+_ASSIGNMENT = re.compile(r"^\s*([A-Za-z]+)\s*=\s*(.*?)\s*$")
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """Something a unit of the image needs from the merged target: an `executable` (an
+    absolute path), a `command` (looked up in systemd's search path), a `file` (an
+    EnvironmentFile= without `-`), a `user` or a `group`."""
+
+    unit: str
+    key: str  # the unit file's key, e.g. ExecStart
+    kind: str
+    value: str
+
+
+def _assignments(text: str) -> list[tuple[str, str]]:
+    """KEY=value lines of a unit file (continuation lines joined), in order."""
+    joined = re.sub(r"\\\n", " ", text)
+    return [(m.group(1), m.group(2)) for line in joined.splitlines()
+            if (m := _ASSIGNMENT.match(line)) and not line.lstrip().startswith(("#", ";"))]
+
+
+def unit_requirements(info: ImageInfo) -> list[Requirement]:
+    """What every unit the image ships needs from the target, read from its unit file.
+    Values with specifiers (`%`) or variables (`$`) are left out: only the guest's
+    manager can expand them. Users and groups a sysusers.d file of the image declares, and
+    those of DynamicUser= units, are not required."""
+    out: list[Requirement] = []
+    for unit, text in info.unit_texts:
+        pairs = _assignments(text)
+        dynamic = any(k == "DynamicUser" and v.lower() in ("yes", "true", "1", "on")
+                      for k, v in pairs)
+        for key, value in pairs:
+            if key in _EXEC_KEYS:  # the program must be plain; its arguments may not be
+                words = value.lstrip("@-:+!|").split()
+                if words and "%" not in words[0] and "$" not in words[0]:
+                    out.append(Requirement(unit, key, "executable" if words[0].startswith("/")
+                                           else "command", words[0]))
+            elif not value or "%" in value or "$" in value:
+                continue
+            elif key == "EnvironmentFile" and not value.startswith("-"):
+                out.append(Requirement(unit, key, "file", value))
+            elif key in ("User", "Group") and not dynamic and not value.isdigit() \
+                    and value not in info.sysusers and value != "root":
+                out.append(Requirement(unit, key, key.lower(), value))
+    return out

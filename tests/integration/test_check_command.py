@@ -46,8 +46,8 @@ def test_good_image_passes_every_check(tmp_path: Path) -> None:
             for s, row in matrix["results"].items()} == {"check-greeter": {TARGET: "pass"}}
 
 
-def test_unit_with_a_missing_binary_fails_the_check(tmp_path: Path) -> None:
-    raw = unit_extension(tmp_path, "broken", "/usr/sbin/broken-daemon", "Wants=broken.service")
+def test_unit_that_fails_at_boot_fails_the_check(tmp_path: Path) -> None:
+    raw = unit_extension(tmp_path, "broken", "/usr/bin/false", "Wants=broken.service")
     res = check(str(raw), "--as", "broken.raw", "--artifacts", str(tmp_path / "art"))
     assert res.returncode == 1, res.stdout[-4000:] + res.stderr[-2000:]
     assert "no unit failed that had not failed before the extension" in res.stdout
@@ -148,3 +148,32 @@ def test_the_next_os_update_drops_a_pinned_image_and_keeps_a_level_one(tmp_path:
     assert (f"note: {TARGET}: next OS update: level.raw is still merged (its SYSEXT_LEVEL 1.0 "
             "is the new OS's)") in out
     assert res.returncode == 1 and "--strict: 1 warning(s) fail the check" in out  # the drop
+
+
+def test_what_units_need_must_exist_on_the_target(tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    (root / "usr/lib/extension-release.d").mkdir(parents=True)
+    (root / "usr/lib/extension-release.d/extension-release.needy").write_text("ID=_any\n")
+    (root / "usr/lib/sysusers.d").mkdir(parents=True)
+    (root / "usr/lib/sysusers.d/needy.conf").write_text("g needygrp -\n")
+    units = root / "usr/lib/systemd/system"
+    units.mkdir(parents=True)
+    (units / "needy.service").write_text(
+        "[Service]\nExecStartPre=-/usr/bin/true\nExecStart=/usr/sbin/needy-daemon --now\n"
+        "ExecStop=needy-stop\nEnvironmentFile=/etc/needy.env\nEnvironmentFile=-/etc/opt.env\n"
+        "User=needy\nGroup=needygrp\n")
+    raw = tmp_path / "needy.raw"
+    subprocess.run(["mksquashfs", root, raw, "-quiet", "-no-progress", "-all-root"],
+                   check=True)
+    res = check(str(raw), "--no-reboot", "--artifacts", str(tmp_path / "art"))
+    assert res.returncode == 1, res.stdout[-4000:] + res.stderr[-2000:]
+    for line in ("needy.service: ExecStart=/usr/sbin/needy-daemon: no executable "
+                 "/usr/sbin/needy-daemon in the image or on this target",
+                 "needy.service: ExecStop=needy-stop: no command needy-stop in systemd's "
+                 "search path",
+                 "needy.service: EnvironmentFile=/etc/needy.env: no file /etc/needy.env on this "
+                 "target (write EnvironmentFile=-/etc/needy.env if it may be missing)",
+                 "needy.service: User=needy: no user needy on this target"):
+        assert line in res.stdout, (line, res.stdout[-4000:])
+    assert "ExecStartPre=/usr/bin/true" not in res.stdout and "needygrp" not in res.stdout
+    assert "5 requirement(s) of the units checked" in res.stdout

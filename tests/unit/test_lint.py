@@ -84,3 +84,21 @@ def test_units_nothing_starts_and_links_to_units_not_shipped(tmp_path: Path) -> 
     assert found[0].fix.startswith("ship the link usr/lib/systemd/system/multi-user.target."
                                    "wants/forgotten.service -> ../forgotten.service")
     assert all(f.severity == "warning" for f in found)
+
+
+def test_what_units_need_from_the_target() -> None:
+    from harness.extensions.lint import unit_requirements
+
+    image = ImageInfo(path=Path("/x/a.raw"), format="squashfs", type="sysext",
+                      release_name="a", release={}, units=("a.service", "b.service"),
+                      unit_texts=(
+                          ("a.service", "[Service]\n# ExecStart=/commented\n"
+                                        "ExecStart=@/usr/bin/a a --flag \\\n  --more\n"
+                                        "ExecStartPost=%h/bin/x\nExecReload=kill -HUP $MAINPID\n"
+                                        "EnvironmentFile=-/etc/maybe\nUser=svc\nGroup=declared\n"),
+                          ("b.service", "[Service]\nDynamicUser=yes\nUser=dyn\nUser=1000\n")),
+                      sysusers=("declared",))
+    assert [(r.unit, r.key, r.kind, r.value) for r in unit_requirements(image)] == [
+        ("a.service", "ExecStart", "executable", "/usr/bin/a"),
+        ("a.service", "ExecReload", "command", "kill"),
+        ("a.service", "User", "user", "svc")]
