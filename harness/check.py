@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from harness.errors import ConfigError
-from harness.extensions.inspect import ImageInfo
+from harness.extensions.inspect import ImageInfo, describe_filesystem
 from harness.extensions.lint import ARCHITECTURES, Requirement, unit_requirements
 from harness.targets.model import Target
 
@@ -159,6 +159,10 @@ def _steps(request: CheckRequest, merged: dict[str, list[str]]) -> list[dict[str
         if info.type == "confext":
             step["dir"] = CONFEXT_DIR
         steps.append(step)
+    for index, info in enumerate(request.images):
+        if info.format != "directory":
+            steps.append({"name": f"the kernel of this target can read {info.path.name}",
+                          "run": _readable_step(request.install_name(index), info)})
     for hierarchy, names in merged.items():
         tool = _TOOL[hierarchy]
         steps.append({"name": f"merged at runtime by {tool} refresh",
@@ -298,18 +302,42 @@ def _requirements_step(needs: Sequence[Requirement]) -> str:
             "units checked'\nexit $problems\n")
 
 
+def _find_installed(as_name: str) -> str:
+    """Shell that sets $img to where the image was installed (the persona's directory)."""
+    name = shlex.quote(as_name)
+    return ("img=\nfor d in /etc/extensions /run/extensions /var/lib/extensions "
+            "/var/lib/confexts; do\n"
+            f"  if [ -e \"$d\"/{name} ]; then img=\"$d\"/{name}; fi\ndone\n"
+            f"[ -n \"$img\" ] || {{ echo 'not installed: '{name}; exit 1; }}\n")
+
+
+def _readable_step(as_name: str, info: ImageInfo) -> str:
+    """Shell that mounts the image read-only before the merge: when the target's kernel
+    lacks its file system or compression, say so with the kernel's own words (the merge
+    would fail with a bare mount error)."""
+    what = shlex.quote(describe_filesystem(info.path))
+    return (_find_installed(as_name) +
+            'dir=$(mktemp -d)\n'
+            'if out=$(systemd-dissect --read-only --mount "$img" "$dir" 2>&1); then\n'
+            '  systemd-dissect --umount "$dir"; exit 0\nfi\n'
+            f'echo "the kernel of this target cannot read $img ("{what}"): $out"\n'
+            # the kernel's reason: util-linux 2.39+ prints the mount API's message, older
+            # mounts leave it in the kernel log
+            'if ! mount -o loop,ro "$img" "$dir" 2>&1; then dmesg | tail -n 3; '
+            'else umount "$dir"; fi\n'
+            "echo 'fix: build the image with a file system and compression every target "
+            "kernel reads (squashfs with gzip, xz, zstd or lz4; erofs)'\nexit 1\n")
+
+
 def _libraries_step(as_name: str, fmt: str) -> str:
     """Shell that finds the image as installed, reads its files (systemd-dissect mounts a
     raw image read-only a second time) and runs the target's ldd on each ELF file at its
     merged path: a library that neither the image nor the target has is `not found`."""
-    name = shlex.quote(as_name)
     mount = ('dir="$img"' if fmt == "directory" else
              'dir=$(mktemp -d) && systemd-dissect --read-only --mount "$img" "$dir" '
              '&& trap \'systemd-dissect --umount "$dir"\' EXIT')
     return (
-        "img=\nfor d in /etc/extensions /run/extensions /var/lib/extensions; do\n"
-        f"  if [ -e \"$d\"/{name} ]; then img=\"$d\"/{name}; fi\ndone\n"
-        f"[ -n \"$img\" ] || {{ echo 'not installed: '{name}; exit 1; }}\n"
+        _find_installed(as_name) +
         f"{mount}\n"
         "missing=0; count=0\n"
         "for f in $(cd \"$dir\" && find usr opt -type f 2>/dev/null); do\n"

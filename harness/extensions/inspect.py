@@ -123,6 +123,23 @@ def inspect_image(path: Path, *, key: str = "IMAGE") -> ImageInfo:
 # --------------------------------------------------------------------------- formats
 
 
+SQUASHFS_COMPRESSIONS = {1: "gzip", 2: "lzma", 3: "lzo", 4: "xz", 5: "lz4", 6: "zstd"}
+
+
+def describe_filesystem(path: Path) -> str:
+    """The file system of a raw image and, for squashfs, its compression (from the
+    superblock), for messages: "squashfs, xz compression"."""
+    if path.is_dir():
+        return "directory"
+    fs = _filesystem(path)
+    if fs == "squashfs":
+        with path.open("rb") as fh:
+            fh.seek(20)
+            kind = int.from_bytes(fh.read(2), "little")
+        return f"squashfs, {SQUASHFS_COMPRESSIONS.get(kind, f'compression {kind}')} compression"
+    return fs or "a GPT disk image (DDI)"
+
+
 def _filesystem(path: Path) -> str | None:
     """"squashfs" or "erofs" by the file's magic, None for anything else."""
     with path.open("rb") as fh:

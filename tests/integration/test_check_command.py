@@ -177,3 +177,20 @@ def test_what_units_need_must_exist_on_the_target(tmp_path: Path) -> None:
         assert line in res.stdout, (line, res.stdout[-4000:])
     assert "ExecStartPre=/usr/bin/true" not in res.stdout and "needygrp" not in res.stdout
     assert "5 requirement(s) of the units checked" in res.stdout
+
+
+def test_an_image_the_target_kernel_cannot_read_fails_with_the_kernels_words(
+        tmp_path: Path) -> None:
+    """Linux's squashfs never read the legacy lzma compression (only xz): mksquashfs still
+    writes it."""
+    root = tmp_path / "tree"
+    (root / "usr/lib/extension-release.d").mkdir(parents=True)
+    (root / "usr/lib/extension-release.d/extension-release.old").write_text("ID=_any\n")
+    raw = tmp_path / "old.raw"
+    subprocess.run(["mksquashfs", root, raw, "-quiet", "-no-progress", "-all-root",
+                    "-comp", "lzma"], check=True)
+    res = check(str(raw), "--no-reboot", "--artifacts", str(tmp_path / "art"))
+    assert res.returncode == 1, res.stdout[-4000:] + res.stderr[-2000:]
+    assert "the kernel of this target cannot read" in res.stdout
+    assert "(squashfs, lzma compression)" in res.stdout
+    assert 'Filesystem uses "lzma" compression. This is not supported' in res.stdout
