@@ -21,6 +21,7 @@ PACKAGES=(
   libvirt-dev pkg-config gcc python3-dev  # to build the libvirt-python binding (pyproject)
   ca-certificates
   chromium                        # headless: tests/integration/test_matrix_html.py (matrix.html)
+  apparmor                        # apparmor_parser: tests/integration/test_lsm_denial.py
 )
 
 # QEMU 8 and later translate guest code position-independently, so the translation of a
