@@ -50,7 +50,8 @@ class CheckRequest:
     commands: tuple[str, ...] = ()  # must exit 0
     test_script: Path | None = None  # runs in the guest, must exit 0
     reboot: bool = True  # also check the merge at boot (what users get)
-    os_update: bool = True  # and after the next OS update (reference targets' slot B)
+    # and after the next OS update on these targets (reference targets: their slot B)
+    os_update_targets: tuple[str, ...] = ()
     trust: tuple[Path, ...] = ()  # certificates for /etc/verity.d (signed DDIs)
     # the names the images are installed under (`--as`), in image order; else their own
     install_as: tuple[str | None, ...] = ()
@@ -214,15 +215,13 @@ def _steps(request: CheckRequest, merged: dict[str, list[str]]) -> list[dict[str
     if request.test_script is not None:
         steps.append({"name": f"test script {request.test_script.name}",
                       "run": _script_step(request.test_script)})
-    if request.os_update:
+    if request.os_update_targets:
         steps += _os_update_steps(request)
     return steps
 
 
 #: Where the check's OS-update verdicts start: the CLI prints these lines as warnings.
 NEXT_UPDATE = "next OS update:"
-_REFERENCE_ONLY = {"targets": ["refos-*"],
-                   "reason": "only reference targets have the next OS release (/usr slot B)"}
 
 
 def _os_update_steps(request: CheckRequest) -> list[dict[str, Any]]:
@@ -264,11 +263,13 @@ def _os_update_steps(request: CheckRequest) -> list[dict[str, Any]]:
             '$expect ($why)"; fail=1; fi',
         ]
     lines.append("exit $fail")
+    only = {"targets": list(request.os_update_targets),
+            "reason": "only reference targets have the next OS release (/usr slot B)"}
     return [
         {"name": "switch to the next OS release (/usr slot B) and reboot", "os_update": None,
-         "when": _REFERENCE_ONLY},
+         "when": only},
         {"name": "after the next OS update: merged or dropped as the release file says",
-         "run": "\n".join(lines) + "\n", "when": _REFERENCE_ONLY},
+         "run": "\n".join(lines) + "\n", "when": only},
     ]
 
 

@@ -8,6 +8,7 @@ exit 1.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import sys
@@ -212,14 +213,16 @@ def _cmd_check(args: argparse.Namespace) -> int:
     request = CheckRequest(images=images, units=check_unit_names(args.unit),
                            commands=tuple(args.run), test_script=test_script,
                            reboot=not args.no_reboot,
-                           trust=tuple(Path(c) for c in args.trust), install_as=install_as,
-                           os_update=not (args.no_reboot or args.no_os_update))
+                           trust=tuple(Path(c) for c in args.trust), install_as=install_as)
     targets = [resolve(t) for t in select_targets(
         args.target or None, image=args.image, persona=args.persona, firmware=args.firmware)]
     for info in images:
         check_architecture(info, targets)
     if not args.target and not args.image:
         targets = default_targets(request, targets)
+    if not (args.no_reboot or args.no_os_update):
+        request = dataclasses.replace(request, os_update_targets=tuple(
+            t.name for t in targets if t.kind == "reference"))
     for finding in findings:
         print(finding.text(), file=sys.stderr)
     warnings = [f.text() for f in findings if f.severity == "warning"]

@@ -8,6 +8,7 @@ shipped: an ExecStart= pointing at a binary the image does not contain.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -194,3 +195,41 @@ def test_an_image_the_target_kernel_cannot_read_fails_with_the_kernels_words(
     assert "the kernel of this target cannot read" in res.stdout
     assert "(squashfs, lzma compression)" in res.stdout
     assert 'Filesystem uses "lzma" compression. This is not supported' in res.stdout
+
+
+def test_release_and_unit_mistakes_in_an_erofs_image(tmp_path: Path) -> None:
+    """Built with mkfs.erofs: a misspelled key is an error before anything boots; fixed,
+    the unit nothing starts is a warning, which --strict turns into a failure after the
+    target ran."""
+    def erofs(release: str) -> Path:
+        root = tmp_path / "tree"
+        shutil.rmtree(root, ignore_errors=True)
+        (root / "usr/lib/extension-release.d").mkdir(parents=True)
+        (root / "usr/lib/extension-release.d/extension-release.forgot").write_text(release)
+        units = root / "usr/lib/systemd/system"
+        units.mkdir(parents=True)
+        (units / "forgot.service").write_text(
+            "[Service]\nExecStart=/usr/bin/true\n[Install]\nWantedBy=multi-user.target\n")
+        raw = tmp_path / "forgot.raw"
+        raw.unlink(missing_ok=True)
+        subprocess.run(["mkfs.erofs", raw, root], check=True, capture_output=True)
+        return raw
+
+    res = check(str(erofs("ID=_any\nSYSEXT_LEVL=1.0\n")), "--artifacts",
+                str(tmp_path / "art"))
+    assert res.returncode == 1, res.stdout[-4000:] + res.stderr[-2000:]
+    assert "sysext erofs" in res.stdout
+    assert ("error: forgot.raw: extension-release.forgot sets SYSEXT_LEVL, which systemd "
+            "does not know (did you mean SYSEXT_LEVEL?)") in res.stderr
+    assert not (tmp_path / "art").exists()
+
+    json_out = tmp_path / "check.json"
+    res = check(str(erofs("ID=_any\nSYSEXT_LEVEL=1.0\n")), "--no-reboot", "--strict",
+                "--json", str(json_out), "--artifacts", str(tmp_path / "art"))
+    assert res.returncode == 1, res.stdout[-4000:] + res.stderr[-2000:]
+    assert ("warning: forgot.raw: forgot.service says WantedBy=multi-user.target in "
+            "[Install], but nothing in the image starts it") in res.stderr
+    assert "--strict: 1 warning(s) fail the check" in res.stderr
+    report = json.loads(json_out.read_text())
+    assert [f["code"] for f in report["findings"]] == ["unit-never-started"]
+    assert report["targets"] == {TARGET: {"outcome": "pass", "detail": ""}}
