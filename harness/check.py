@@ -21,7 +21,12 @@ import yaml
 
 from harness.errors import ConfigError
 from harness.extensions.inspect import ImageInfo, describe_filesystem
-from harness.extensions.lint import ARCHITECTURES, Requirement, unit_requirements
+from harness.extensions.lint import (
+    ARCHITECTURES,
+    Requirement,
+    install_name,
+    unit_requirements,
+)
 from harness.targets.model import Target
 
 #: Where the guest keeps the failed units it had before the extension came.
@@ -57,9 +62,8 @@ class CheckRequest:
     install_as: tuple[str | None, ...] = ()
 
     def install_name(self, index: int) -> str:
-        info = self.images[index]
         given = self.install_as[index] if index < len(self.install_as) else None
-        return given or info.path.name
+        return install_name(self.images[index], given)
 
 
 # --------------------------------------------------------------------------- targets
@@ -306,8 +310,8 @@ def _requirements_step(needs: Sequence[Requirement]) -> str:
 def _find_installed(as_name: str) -> str:
     """Shell that sets $img to where the image was installed (the persona's directory)."""
     name = shlex.quote(as_name)
-    return ("img=\nfor d in /etc/extensions /run/extensions /var/lib/extensions "
-            "/var/lib/confexts; do\n"
+    return (f"img=\nfor d in /etc/extensions /run/extensions /var/lib/extensions "
+            f"{CONFEXT_DIR}; do\n"
             f"  if [ -e \"$d\"/{name} ]; then img=\"$d\"/{name}; fi\ndone\n"
             f"[ -n \"$img\" ] || {{ echo 'not installed: '{name}; exit 1; }}\n")
 

@@ -185,7 +185,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         default_targets,
         write_scenario,
     )
-    from harness.extensions.inspect import MERGED_TOP_LEVEL, inspect_image
+    from harness.extensions.inspect import inspect_image
     from harness.extensions.lint import Finding, host_findings
     from harness.machine.probe import resolve
     from harness.scenario import load_scenario
@@ -198,15 +198,6 @@ def _cmd_check(args: argparse.Namespace) -> int:
     for index, info in enumerate(images):
         print(f"image: {info.summary()}")
         findings += host_findings(info, install_as[index])
-        ignored = info.ignored_entries()
-        if ignored:
-            findings.append(Finding(
-                "warning", "not-merged", info.path.name,
-                f"{info.type} merges only "
-                f"{', '.join('/' + d for d in MERGED_TOP_LEVEL[info.type])}; these top-level "
-                f"entries never reach the host: {', '.join(ignored)}.",
-                "move them under " + " or ".join(
-                    '/' + d for d in MERGED_TOP_LEVEL[info.type]) + ", or leave them out."))
     test_script = Path(args.test) if args.test else None
     if test_script is not None and not test_script.is_file():
         raise ConfigError("no such file", key="--test", value=args.test)
@@ -251,7 +242,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     code = int(pytest.main(argv))
     for line in _next_update_verdicts(artifacts / "latest" / scenario.stem):
         print(line, file=sys.stderr)
-        if " is dropped" in line:
+        if line.startswith("warning:"):
             warnings.append(line)
     _write_json(args.json, findings, artifacts / "latest" / "matrix.json")
     if code == pytest.ExitCode.NO_TESTS_COLLECTED:
@@ -340,7 +331,7 @@ def _add_image_options(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_shell(args: argparse.Namespace) -> int:
-    from harness.debug import open_shell
+    from harness.debug import open_shell, shell_scenario
     from harness.machine.libvirt_backend import DEFAULT_URI
     from harness.machine.libvirt_hosts import select_backend
     from harness.machine.probe import resolve
@@ -350,9 +341,8 @@ def _cmd_shell(args: argparse.Namespace) -> int:
     from harness.targets.selection import select_targets
 
     vcpus, _why = vcpus_for_run(parse_vcpus(args.vcpus), machines_at_once=1)
-    scenario = load_scenario(Path(args.scenario)) if args.scenario else None
-    if args.until is not None and scenario is None:
-        raise ConfigError("--until needs --scenario", key="--until", value=args.until)
+    scenario = shell_scenario(load_scenario(Path(args.scenario)) if args.scenario else None,
+                              args.until)
     if (args.target is None) == (args.image is None):
         raise ConfigError("name one target: a TARGET or --image DISK --persona NAME",
                           key="TARGET", value=args.target)
@@ -365,8 +355,7 @@ def _cmd_shell(args: argparse.Namespace) -> int:
     session = HarnessSession(Path(args.artifacts).resolve(), backend=backend, vcpus=vcpus)
     try:
         target = resolve(targets[0])
-        return open_shell(session, target, scenario=scenario, until=args.until,
-                          command=args.command)
+        return open_shell(session, target, scenario=scenario, command=args.command)
     finally:
         session.close()
         backend.close()
@@ -425,11 +414,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = config_sub.add_parser("render", help="translate Butane to Ignition JSON and validate it")
     p.add_argument("file", metavar="FILE.bu")
     p.add_argument("-o", "--output", metavar="FILE.ign", help="write here instead of stdout")
-    p.add_argument("--as", dest="install_as", action="append", default=[], metavar="NAME",
-                   help="the file name the image is shipped or linked as (NAME.raw; one per "
-                        "image, in order); default: its own file name")
-    p.add_argument("--json", metavar="FILE",
-                   help="write the findings and each target's result as JSON to FILE")
     p.add_argument("--strict", action="store_true", help="fail on warnings too")
     p.add_argument("--files-dir", metavar="DIR",
                    help="where `local:`, `contents_local:` and `trees:` paths are looked up")

@@ -16,7 +16,7 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from harness.errors import ConfigError, HarnessError
+from harness.errors import ConfigError, HarnessError, first_line
 from harness.machine.machine import Machine
 from harness.scenario import Scenario, run_scenario
 from harness.session import HarnessSession
@@ -36,7 +36,7 @@ def hold_for_debugging(machine: Machine, failure: BaseException,
     """Print how to log in to a failed run's machine, then wait until it is powered off,
     Ctrl-C is pressed here, or `limit` seconds have passed."""
     argv = machine.ssh_command()
-    first = (str(failure).strip().splitlines() or [type(failure).__name__])[0]
+    first = first_line(failure) or type(failure).__name__
     write(f"\n--keep-on-failure: {machine.name} failed: {first}\n"
           f"its machine is kept running; log in with:\n  {shlex.join(argv)}\n"
           f"stop it with `poweroff` in the guest or Ctrl-C here (the run then goes on); "
@@ -66,21 +66,26 @@ def steps_until(scenario: Scenario, until: str | None) -> Scenario:
     return dataclasses.replace(scenario, steps=scenario.steps[:count])
 
 
+def shell_scenario(scenario: Scenario | None, until: str | None) -> Scenario | None:
+    """The steps `shell` runs before it opens (`--scenario`, `--until`), checked before
+    anything starts: bad input leaves nothing behind."""
+    if scenario is None:
+        if until is not None:
+            raise ConfigError("--until needs --scenario", key="--until", value=until)
+        return None
+    if scenario.provisioning is not None:
+        raise ConfigError("a scenario with provisioning: cold-boots with its own config, "
+                          "which `shell` does not do yet", key="--scenario",
+                          value=str(scenario.path),
+                          allowed="a scenario that starts from the target's snapshot")
+    return steps_until(scenario, until)
+
+
 def open_shell(session: HarnessSession, target: Target, *, scenario: Scenario | None = None,
-               until: str | None = None, command: str | None = None,
-               write: Callable[[str], None] = print) -> int:
-    """Start a machine of `target` (restored from its snapshot), run the scenario's steps
-    up to `until`, then open an interactive SSH session in it (or run `command` there).
-    Returns the shell's (or command's) exit code; the machine stops afterwards."""
-    if scenario is not None:
-        if scenario.provisioning is not None:
-            raise ConfigError("a scenario with provisioning: cold-boots with its own config, "
-                              "which `shell` does not do yet", key="--scenario",
-                              value=str(scenario.path),
-                              allowed="a scenario that starts from the target's snapshot")
-        scenario = steps_until(scenario, until)
-    elif until is not None:
-        raise ConfigError("--until needs --scenario", key="--until", value=until)
+               command: str | None = None, write: Callable[[str], None] = print) -> int:
+    """Start a machine of `target` (restored from its snapshot), run `scenario`'s steps
+    (see `shell_scenario`), then open an interactive SSH session in it (or run `command`
+    there). Returns the shell's (or command's) exit code; the machine stops afterwards."""
     name = scenario.name if scenario is not None else "shell"
     out = session.artifacts / name / target.name
     out.mkdir(parents=True, exist_ok=True)

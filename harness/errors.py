@@ -11,6 +11,13 @@ from collections.abc import Iterable
 from pathlib import Path
 
 
+def first_line(text: object, limit: int = 200) -> str:
+    """The first line of a message (an exception's, a failure's detail), for one-line
+    summaries; empty for an empty message."""
+    lines = str(text or "").strip().splitlines()
+    return lines[0][:limit] if lines else ""
+
+
 class HarnessError(Exception):
     """A failure while doing real work (building, booting, running)."""
 

@@ -423,7 +423,6 @@ class ScenarioItem(pytest.Item):
                 pytest.xfail(f"{note}\n{exc}")
             if note:  # an expired entry matched: the failure counts, and says why
                 self.user_properties.append((_NOTE, note))
-                self.expired_note = note
             raise
         self.user_properties.append(("artifacts", str(out)))
         attempts = self._record_attempts(session)
@@ -443,7 +442,7 @@ class ScenarioItem(pytest.Item):
 
     def repr_failure(self, excinfo):  # type: ignore[no-untyped-def]
         if isinstance(excinfo.value, HarnessError):
-            note = getattr(self, "expired_note", None)
+            note = dict(self.user_properties).get(_NOTE)  # an expired known-failures entry
             return (f"{self.scenario.name} on {self.target.name}:\n{excinfo.value}"
                     + (f"\n{note}" if note else ""))
         return super().repr_failure(excinfo)

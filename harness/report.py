@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.errors import first_line
 from harness.report_html import matrix_html
 
 SYMBOL = {"pass": "pass", "fail": "FAIL", "n/a": "n/a", "error": "ERROR", "skip": "skip",
@@ -91,14 +92,14 @@ class Matrix:
         for name in sorted(self.cells):
             for target, cell in self.cells[name].items():
                 if cell["outcome"] != "pass" and cell["detail"]:
-                    first = str(cell["detail"]).strip().splitlines()[0][:200]
+                    first = first_line(cell["detail"])
                     notes.append(f"- **{name}** on `{target}` ({cell['outcome']}): {first}")
                 failed = [a for a in cell.get("attempts", []) or []  # type: ignore[attr-defined]
                           if a.get("outcome") == "fail"]
                 if cell["outcome"] == "flaky" and failed:
-                    first = (str(failed[0].get("detail", "")).strip().splitlines() or [""])[0]
                     notes.append(f"- **{name}** on `{target}` (flaky): failed first: "
-                                 f"{first[:200]} ({failed[0].get('artifacts')})")
+                                 f"{first_line(failed[0].get('detail'))} "
+                                 f"({failed[0].get('artifacts')})")
                 if cell.get("note"):
                     notes.append(f"- **{name}** on `{target}`: {cell['note']}")
         text = "\n".join([head, sep, *body])

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import quote
 
+from harness.errors import first_line
+
 TITLE = "sysext-harness results"
 NOT_RUN = ("n/a", "skip")  # outcomes without a machine run, so without artifacts
 LOGS = ("steps.log", "console.log", "journal.txt")
@@ -57,11 +59,6 @@ def outcome_class(outcome: str) -> str:
 def anchor(scenario: str, target: str) -> str:
     """The id of a cell's details section."""
     return f"{scenario}--{target}"
-
-
-def first_line(text: object) -> str:
-    lines = str(text or "").strip().splitlines()
-    return lines[0][:200] if lines else ""
 
 
 def _e(text: object) -> str:

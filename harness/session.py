@@ -25,6 +25,7 @@ from harness.errors import (
     EmulatorCrashed,
     HarnessError,
     ProvisioningFailed,
+    first_line,
 )
 from harness.extensions.build import Artifact, build_extension
 from harness.extensions.signing import VerityKeys, run_keys
@@ -38,6 +39,7 @@ from harness.provisioning.http import ArtifactServer
 from harness.provisioning.prepare import prepare_boot, stage_served
 from harness.scenario import Scenario, run_scenario
 from harness.scenario.applicability import installed_on
+from harness.scenario.health import JOURNAL_COMMAND, JOURNAL_FILE
 from harness.scenario.model import Step
 from harness.scenario.shared_prefix import RunPlan, SharedPrefixes, SharedState
 from harness.sysupdate.channel import UpdateChannel
@@ -143,12 +145,9 @@ def _relative(path: Path, root: Path) -> str:
     return str(path.relative_to(root))
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-
-
 def _findings(exc: HarnessError) -> tuple[str, ...]:
-    return tuple(f"{f.what} ({f.where}): {f.line}" for f in getattr(exc, "findings", ()))
+    """The health check's findings a failure carries (UnhealthyGuest), as text."""
+    return tuple(f.text() for f in getattr(exc, "findings", ()))
 
 
 class HarnessSession:
@@ -219,6 +218,7 @@ class HarnessSession:
         each attempt did is kept in `self.attempts` for the results matrix."""
         out = self.artifacts / scenario.name / target.name
         out.mkdir(parents=True, exist_ok=True)
+        (out / JOURNAL_FILE).unlink(missing_ok=True)  # an earlier run's, in this directory
         started = time.monotonic()
         artifacts = self.build_artifacts(scenario, target)
         attempts: list[Attempt] = []
@@ -257,7 +257,7 @@ class HarnessSession:
                     self.pool.progress(
                         f"{scenario.name} on {target.name} failed; running it again from its "
                         f"snapshot (--rerun-failed {reruns}; attempt {number} kept in {aside}): "
-                        f"{_first_line(exc)}")
+                        f"{first_line(exc) or type(exc).__name__}")
         finally:
             self.shared.done(scenario, target)
             self._write_inputs(out, scenario, target, artifacts)  # records what was built
@@ -441,9 +441,9 @@ class HarnessSession:
             if machine.connected:
                 status = machine.execute(FINAL_STATUS, timeout=30)
                 (out / "sysext-status.json").write_text(status.stdout or status.stderr)
-                journal = machine.execute("journalctl -b --no-pager -o short-monotonic",
-                                          timeout=60)
-                (out / "journal.txt").write_text(journal.stdout)
+                if not (out / JOURNAL_FILE).exists():  # the health check keeps its own
+                    journal = machine.execute(JOURNAL_COMMAND, timeout=60)
+                    (out / JOURNAL_FILE).write_text(journal.stdout)
         except HarnessError as exc:
             (out / "collect-error.txt").write_text(str(exc))
         if machine.console_path.exists():

@@ -61,7 +61,8 @@ class ImageInfo:
 
     @property
     def name(self) -> str:
-        """The image name to install under: the one its release file asks for."""
+        """The name its release file gives it (extension-release.NAME): what systemd
+        lists as merged. `check` installs the image under the author's file name."""
         return self.release_name
 
     def summary(self) -> str:

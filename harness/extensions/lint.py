@@ -13,7 +13,7 @@ import difflib
 import re
 from dataclasses import dataclass
 
-from harness.extensions.inspect import ImageInfo, stem_of
+from harness.extensions.inspect import MERGED_TOP_LEVEL, ImageInfo, stem_of
 
 #: Keys systemd reads from an extension-release file (os-release(5), systemd-sysext(8)),
 #: per extension type; the others below are os-release fields it ignores but accepts.
@@ -120,9 +120,23 @@ def release_findings(info: ImageInfo) -> list[Finding]:
     return found
 
 
+def merge_findings(info: ImageInfo) -> list[Finding]:
+    """Top-level entries the merge leaves out: files put there never reach the host."""
+    ignored = info.ignored_entries()
+    if not ignored:
+        return []
+    merged = [f"/{d}" for d in MERGED_TOP_LEVEL[info.type]]
+    return [Finding(
+        "warning", "not-merged", info.path.name,
+        f"{info.type} merges only {', '.join(merged)}; these top-level entries never reach "
+        f"the host: {', '.join(ignored)}.",
+        f"move them under {' or '.join(merged)}, or leave them out.")]
+
+
 def host_findings(info: ImageInfo, as_name: str | None = None) -> list[Finding]:
     """Everything the host can tell about one image before anything boots."""
-    return [*name_findings(info, as_name), *release_findings(info), *unit_findings(info)]
+    return [*name_findings(info, as_name), *release_findings(info), *unit_findings(info),
+            *merge_findings(info)]
 
 
 # ------------------------------------------------------------------------------- units

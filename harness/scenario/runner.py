@@ -22,6 +22,7 @@ from harness.errors import AssertionFailed, ConfigError, ConfigErrors, HarnessEr
 from harness.scenario.expectations import CommandOutput, Run, format_command
 from harness.scenario.health import (
     HEALTH_COMMAND,
+    JOURNAL_FILE,
     UnhealthyGuest,
     allowed_count,
     health_findings,
@@ -233,10 +234,12 @@ class _Run:
             self.copy_bytes(content, remote)
 
 
-def _check_health(scenario: Scenario, machine: Machine, log: _StepLog) -> None:
+def _check_health(scenario: Scenario, machine: Machine, log: _StepLog,
+                  journal_path: Path | None) -> None:
     """After the steps passed: the guest's journal, failed units, core files and the
     run's serial console must show no badness the scenario does not allow
-    (harness.scenario.health); a finding fails the run with its lines."""
+    (harness.scenario.health); a finding fails the run with its lines. The journal it
+    read is kept at `journal_path`, so the run's artifacts need not read it again."""
     log.write("\n== health check (journal of this boot, failed units, core files, console)")
     started = time.monotonic()
     result = machine.execute(HEALTH_COMMAND, timeout=60)
@@ -244,6 +247,8 @@ def _check_health(scenario: Scenario, machine: Machine, log: _StepLog) -> None:
         raise HarnessError(f"health check: `{HEALTH_COMMAND}` exited {result.exit_code}: "
                            f"{result.stderr.strip()[-500:]}")
     health = parse_health_output(result.stdout)
+    if journal_path is not None:
+        journal_path.write_text(health.journal)
     console = machine.console_log()
     findings = health_findings(health, console, allow_console=scenario.allow_console,
                                allow_failed_units=scenario.allow_failed_units)
@@ -323,5 +328,6 @@ def run_scenario(
             if after_step is not None:
                 after_step(step)
         if health_check:
-            _check_health(scenario, machine, log)
+            _check_health(scenario, machine, log,
+                          log_path.parent / JOURNAL_FILE if log_path is not None else None)
         log.write(f"\n# scenario {scenario.name} passed")
